@@ -1,0 +1,63 @@
+"""The enforcement path's database cost, counted."""
+
+from __future__ import annotations
+
+import pytest
+from pytest_django import DjangoAssertNumQueries
+
+from usage_limits import consume, get_usage, increment_usage
+from usage_limits.models import PlanLimit, Tenant
+from usage_limits.testing.factories import TenantFactory, plan_with_limits
+
+pytestmark = pytest.mark.django_db
+
+
+def test_steady_state_consume_costs_one_query(
+    tenant: Tenant, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    consume(tenant, "api_calls")  # warms the rules cache and creates the period's row
+    with django_assert_num_queries(1):
+        decision = consume(tenant, "api_calls")
+    assert decision.used == 2
+    with django_assert_num_queries(1):
+        increment_usage(tenant, "api_calls")
+
+
+def test_a_denial_costs_one_query_on_postgresql(
+    tenant: Tenant, vendor: str, django_assert_max_num_queries: DjangoAssertNumQueries
+) -> None:
+    consume(tenant, "api_calls", 100)
+    consume(tenant, "api_calls")  # first denial of the period records the alert once
+    expected = 1 if vendor == "postgresql" else 2
+    with django_assert_max_num_queries(expected):
+        assert not consume(tenant, "api_calls").allowed
+
+
+def test_changing_a_limit_reloads_the_plan_but_not_the_tenant(
+    tenant: Tenant, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    consume(tenant, "api_calls")
+    limit = PlanLimit.objects.get(plan=tenant.plan, feature="api_calls")
+    limit.limit = 5
+    limit.save()
+    with django_assert_num_queries(3):  # the plan, its limits, the counter
+        decision = consume(tenant, "api_calls")
+    assert decision.limit == 5
+    with django_assert_num_queries(1):
+        consume(tenant, "api_calls")
+
+
+@pytest.mark.parametrize("feature_count", [3, 20])
+def test_get_usage_costs_one_query_whatever_the_number_of_features(
+    db: None, feature_count: int, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    limits = {f"feature_{i}": 10 for i in range(feature_count)}
+    plan = plan_with_limits("MANY", **limits)
+    tenant = TenantFactory(plan=plan)
+    for i in range(feature_count):
+        consume(tenant, f"feature_{i}", i % 10 + 1)
+    with django_assert_num_queries(1):
+        usage = get_usage(tenant)
+    assert {f.feature: f.used for f in usage.features} == {
+        f"feature_{i}": i % 10 + 1 for i in range(feature_count)
+    }

@@ -1,0 +1,336 @@
+"""The default store: counters are rows of :class:`~usage_limits.models.UsageRecord`.
+
+The hot path (``consume``, ``increment``) is one guarded statement per vendor, run through the
+connection named by ``USAGE_LIMITS["DATABASE_ALIAS"]``:
+
+* PostgreSQL: ``UPDATE ... RETURNING`` inside a CTE that also reads the current value when the
+  guard fails, so allowed and denied requests both cost one round trip.
+* SQLite (3.35+): ``UPDATE ... RETURNING``; a denial reads the value in a second statement.
+* MariaDB / MySQL have no ``UPDATE ... RETURNING``: ``SET used = LAST_INSERT_ID(used + q)`` makes
+  the server send the new value back in the statement's OK packet (``cursor.lastrowid``), and the
+  matched-row count says whether the guard passed.
+
+The period's row is created only when the UPDATE matched nothing (an insert that ignores a
+conflicting concurrent insert, then the UPDATE again), so a steady-state call burns no sequence
+values. Rarely-used operations (refund, set, reset) lock the row inside a transaction and compute
+the new value in SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import reduce
+from operator import or_
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Q
+from django.utils import timezone
+
+from usage_limits.backends.base import CounterChange, CounterKey, UsageStore
+from usage_limits.conf import conf
+from usage_limits.models import UsageRecord
+
+# A guarded UPDATE that loses a race with the period row's creation is retried this often.
+_MAX_ATTEMPTS = 5
+
+_KEY_WHERE = "tenant_id = %s AND feature = %s AND period_start = %s"
+
+
+@dataclass(frozen=True)
+class _Statements:
+    guarded_add: str
+    add: str
+    read: str
+    insert_missing: str
+    lock_and_read: str
+    touch: str | None  # SQLite: take the write lock before reading (see _locked_change)
+    subtract: str
+    assign: str
+
+
+def _statements(connection: BaseDatabaseWrapper) -> _Statements:
+    table = connection.ops.quote_name(UsageRecord._meta.db_table)
+    columns = (
+        "tenant_id, feature, period_key, period_start, period_end, used, created_at, updated_at"
+    )
+    vendor = connection.vendor
+    subtract = (
+        f"UPDATE {table} SET used = CASE WHEN used > %s THEN used - %s ELSE 0 END, "
+        f"updated_at = %s WHERE {_KEY_WHERE}"
+    )
+    assign = f"UPDATE {table} SET used = %s, updated_at = %s WHERE {_KEY_WHERE}"
+    read = f"SELECT used FROM {table} WHERE {_KEY_WHERE}"
+    if vendor == "mysql":
+        return _Statements(
+            guarded_add=(
+                f"UPDATE {table} SET used = LAST_INSERT_ID(used + %s), updated_at = %s "
+                f"WHERE {_KEY_WHERE} AND used + %s <= %s"
+            ),
+            add=(
+                f"UPDATE {table} SET used = LAST_INSERT_ID(used + %s), updated_at = %s "
+                f"WHERE {_KEY_WHERE}"
+            ),
+            read=read,
+            # Not INSERT IGNORE: that would also swallow a foreign-key error for a deleted tenant.
+            insert_missing=(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s, %s) "
+                "ON DUPLICATE KEY UPDATE id = id"
+            ),
+            lock_and_read=f"{read} FOR UPDATE",
+            touch=None,
+            subtract=subtract,
+            assign=assign,
+        )
+    insert_missing = (
+        f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s, %s) "
+        "ON CONFLICT (tenant_id, feature, period_start) DO NOTHING"
+    )
+    add = f"UPDATE {table} SET used = used + %s, updated_at = %s WHERE {_KEY_WHERE} RETURNING used"
+    if vendor == "postgresql":
+        guarded_add = (
+            f"WITH changed AS (UPDATE {table} SET used = used + %s, updated_at = %s "
+            f"WHERE {_KEY_WHERE} AND used + %s <= %s RETURNING used) "
+            "SELECT used, 1 FROM changed UNION ALL "
+            f"SELECT used, 0 FROM {table} WHERE {_KEY_WHERE} "
+            "AND NOT EXISTS (SELECT 1 FROM changed)"
+        )
+        return _Statements(
+            guarded_add=guarded_add,
+            add=add,
+            read=read,
+            insert_missing=insert_missing,
+            lock_and_read=f"{read} FOR UPDATE",
+            touch=None,
+            subtract=subtract,
+            assign=assign,
+        )
+    # SQLite (and any other vendor with UPDATE ... RETURNING and ON CONFLICT).
+    return _Statements(
+        guarded_add=(
+            f"UPDATE {table} SET used = used + %s, updated_at = %s "
+            f"WHERE {_KEY_WHERE} AND used + %s <= %s RETURNING used"
+        ),
+        add=add,
+        read=read,
+        insert_missing=insert_missing,
+        lock_and_read=read,
+        # SQLite has no row locks: a write first takes the database's write lock, so the read
+        # that follows cannot go stale and a deferred transaction cannot fail to upgrade.
+        touch=f"UPDATE {table} SET updated_at = updated_at WHERE {_KEY_WHERE}",
+        subtract=subtract,
+        assign=assign,
+    )
+
+
+_cache: dict[tuple[str, str], _Statements] = {}
+
+
+class DatabaseStore(UsageStore):
+    """Counters in the ``usage_limits_usagerecord`` table, one atomic statement per change."""
+
+    @property
+    def alias(self) -> str:
+        return conf.DATABASE_ALIAS
+
+    def _connection(self) -> tuple[BaseDatabaseWrapper, _Statements]:
+        connection = connections[self.alias]
+        cache_key = (self.alias, connection.vendor)
+        statements = _cache.get(cache_key)
+        if statements is None:
+            statements = _cache[cache_key] = _statements(connection)
+        return connection, statements
+
+    @staticmethod
+    def _key_params(connection: BaseDatabaseWrapper, key: CounterKey) -> list[Any]:
+        return [key.tenant_id, key.feature, _db_datetime(connection, key.period.start)]
+
+    # --- the hot path -----------------------------------------------------------------------
+
+    def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
+        if limit is None:
+            return self.increment(key, quantity)
+        connection, sql = self._connection()
+        value = 0
+        with connection.cursor() as cursor:
+            for _attempt in range(_MAX_ATTEMPTS):
+                result = self._guarded_add(connection, sql, cursor, key, quantity, limit)
+                if result is None:
+                    # First use of the period: create its row (a concurrent creator wins
+                    # harmlessly) and run the guarded UPDATE again.
+                    self._insert_missing(connection, sql, cursor, key)
+                    continue
+                applied, value = result
+                if applied:
+                    return CounterChange(applied=True, before=value - quantity, after=value)
+                if value + quantity > limit:
+                    break
+                # The UPDATE ran before a concurrent insert (or refund) that the read then saw:
+                # the denial is not justified by the value read, so try again.
+        return CounterChange(applied=False, before=value, after=value)
+
+    def _guarded_add(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: _Statements,
+        cursor: Any,
+        key: CounterKey,
+        quantity: int,
+        limit: int,
+    ) -> tuple[bool, int] | None:
+        """``(applied, value)``, or ``None`` when the period's row does not exist yet."""
+        key_params = self._key_params(connection, key)
+        now = _db_datetime(connection, timezone.now())
+        params = [quantity, now, *key_params, quantity, limit]
+        if connection.vendor == "postgresql":
+            cursor.execute(sql.guarded_add, [*params, *key_params])
+            row = cursor.fetchone()
+            return None if row is None else (bool(row[1]), int(row[0]))
+        cursor.execute(sql.guarded_add, params)
+        if connection.vendor == "mysql":
+            if cursor.rowcount == 1:
+                return True, int(cursor.lastrowid)
+        else:
+            row = cursor.fetchone()
+            if row is not None:
+                return True, int(row[0])
+        cursor.execute(sql.read, key_params)
+        row = cursor.fetchone()
+        return None if row is None else (False, int(row[0]))
+
+    def increment(self, key: CounterKey, quantity: int) -> CounterChange:
+        connection, sql = self._connection()
+        with connection.cursor() as cursor:
+            after = self._add(connection, sql, cursor, key, quantity)
+            if after is None:
+                self._insert_missing(connection, sql, cursor, key)
+                after = self._add(connection, sql, cursor, key, quantity)
+        if after is None:  # pragma: no cover - the row was just inserted
+            raise RuntimeError(f"usage record for {key} vanished")
+        return CounterChange(applied=True, before=after - quantity, after=after)
+
+    def _add(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: _Statements,
+        cursor: Any,
+        key: CounterKey,
+        quantity: int,
+    ) -> int | None:
+        params = [
+            quantity,
+            _db_datetime(connection, timezone.now()),
+            *self._key_params(connection, key),
+        ]
+        cursor.execute(sql.add, params)
+        if connection.vendor == "mysql":
+            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+        row = cursor.fetchone()
+        return None if row is None else int(row[0])
+
+    def _insert_missing(
+        self, connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, key: CounterKey
+    ) -> None:
+        now = _db_datetime(connection, timezone.now())
+        period = key.period
+        end = None if period.end is None else _db_datetime(connection, period.end)
+        cursor.execute(
+            sql.insert_missing,
+            [
+                key.tenant_id,
+                key.feature,
+                period.key,
+                _db_datetime(connection, period.start),
+                end,
+                now,
+                now,
+            ],
+        )
+
+    # --- rarer changes: lock the row, compute the new value in SQL ----------------------------
+
+    def refund(self, key: CounterKey, quantity: int) -> CounterChange:
+        def change(
+            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, before: int
+        ) -> int:
+            now = _db_datetime(connection, timezone.now())
+            cursor.execute(
+                sql.subtract, [quantity, quantity, now, *self._key_params(connection, key)]
+            )
+            return max(before - quantity, 0)
+
+        return self._locked_change(key, change, create=False)
+
+    def set(self, key: CounterKey, value: int) -> CounterChange:
+        def change(
+            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, before: int
+        ) -> int:
+            now = _db_datetime(connection, timezone.now())
+            cursor.execute(sql.assign, [value, now, *self._key_params(connection, key)])
+            return value
+
+        return self._locked_change(key, change, create=True)
+
+    def reset(self, key: CounterKey) -> CounterChange:
+        def change(
+            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, before: int
+        ) -> int:
+            now = _db_datetime(connection, timezone.now())
+            cursor.execute(sql.assign, [0, now, *self._key_params(connection, key)])
+            return 0
+
+        return self._locked_change(key, change, create=False)
+
+    def _locked_change(self, key: CounterKey, change: Any, *, create: bool) -> CounterChange:
+        connection, sql = self._connection()
+        key_params = self._key_params(connection, key)
+        with transaction.atomic(using=self.alias), connection.cursor() as cursor:
+            if create:
+                self._insert_missing(connection, sql, cursor, key)
+            if sql.touch is not None:
+                cursor.execute(sql.touch, key_params)
+            cursor.execute(sql.lock_and_read, key_params)
+            row = cursor.fetchone()
+            if row is None:
+                return CounterChange(applied=False, before=0, after=0)
+            before = int(row[0])
+            after = change(connection, sql, cursor, before)
+        return CounterChange(applied=True, before=before, after=after)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get(self, key: CounterKey) -> int:
+        connection, sql = self._connection()
+        with connection.cursor() as cursor:
+            cursor.execute(sql.read, self._key_params(connection, key))
+            row = cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        wanted = {(k.tenant_id, k.feature, k.period.start): k for k in keys}
+        condition = reduce(
+            or_,
+            (Q(tenant_id=t, feature=f, period_start=s) for (t, f, s) in wanted),
+        )
+        rows = (
+            UsageRecord.objects.using(self.alias)
+            .filter(condition)
+            .values_list("tenant_id", "feature", "period_start", "used")
+        )
+        values = dict.fromkeys(keys, 0)
+        for tenant_id, feature, start, used in rows:
+            key = wanted.get((tenant_id, feature, start))
+            if key is not None:
+                values[key] = int(used)
+        return values
+
+
+def _db_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
+    # The same conversion the ORM applies, so raw statements match rows the ORM wrote.
+    return connection.ops.adapt_datetimefield_value(value)

@@ -1,0 +1,34 @@
+"""Errors raised by the engine for input it will not count.
+
+Every error is raised *before* any counter changes, so catching one means nothing was recorded.
+"""
+
+from __future__ import annotations
+
+
+class UsageLimitsError(Exception):
+    """Base class of every error the app raises on purpose."""
+
+
+class InvalidQuantity(UsageLimitsError, ValueError):
+    """A quantity that is not a positive whole number within range (0, -1, 1.5, True, 2**63...)."""
+
+
+class UnknownFeature(UsageLimitsError, LookupError):
+    """A feature name that no plan and no ``USAGE_LIMITS["FEATURES"]`` entry declares."""
+
+
+class FeatureNotInPlan(UsageLimitsError, LookupError):
+    """A known feature that the tenant's plan does not list (and no override grants)."""
+
+
+class WrongFeatureKind(UsageLimitsError, TypeError):
+    """An operation that does not apply to the feature's kind (e.g. counting a boolean feature)."""
+
+
+class UnknownTenant(UsageLimitsError, LookupError):
+    """A tenant (or tenant id) that does not exist."""
+
+
+class StoreUnavailable(UsageLimitsError):
+    """The counter store could not be reached (a Redis outage, a dropped database connection)."""

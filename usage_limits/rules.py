@@ -1,0 +1,243 @@
+"""What a tenant may use: its plan's limits with per-tenant overrides applied, cached.
+
+Enforcement must cost one store statement, so the plan, its limits and the tenant's overrides are
+read once and kept in Django's cache (``USAGE_LIMITS["CACHE_ALIAS"]``) in two entries: one per
+tenant (status, plan id, overrides) and one per plan (its limits). :mod:`usage_limits.invalidation`
+deletes them whenever a plan, a limit, an override or a tenant is saved, so a plan change is seen by
+the very next check. In a multi-process deployment the cache alias must be shared (Redis,
+Memcached, database) for that to hold across processes; the timeout bounds staleness otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.utils import timezone
+
+from usage_limits.conf import conf
+from usage_limits.exceptions import FeatureNotInPlan, UnknownFeature, UnknownTenant
+from usage_limits.models import (
+    UNLIMITED,
+    FeatureKind,
+    Plan,
+    PlanLimit,
+    ResetMode,
+    SubscriptionStatus,
+    Tenant,
+    TenantLimitOverride,
+)
+
+CACHE_PREFIX = "usage_limits:v1"
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRule:
+    """The effective limit of one feature for one tenant."""
+
+    feature: str
+    kind: str
+    limit: int | None  # None: unlimited
+    period: str | None  # metered features only
+    label: str
+    overridden: bool = False
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit is None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRules:
+    plan_id: int
+    code: str
+    name: str
+    rules: dict[str, FeatureRule]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRules:
+    """Everything the engine needs to decide, without touching the database."""
+
+    tenant_id: int
+    tenant_name: str
+    plan_id: int
+    plan_code: str
+    plan_name: str
+    status: str
+    past_due_since: datetime | None
+    billing_anchor: datetime
+    reset_mode: str
+    counting_since: datetime | None
+    rules: dict[str, FeatureRule] = field(default_factory=dict)
+
+    def rule(self, feature: str) -> FeatureRule:
+        try:
+            return self.rules[feature]
+        except KeyError:
+            if feature in known_features():
+                raise FeatureNotInPlan(
+                    f"Plan {self.plan_code!r} does not include the feature {feature!r}."
+                ) from None
+            raise UnknownFeature(f"Unknown feature {feature!r}.") from None
+
+    def subscription_allows_use(self, now: datetime | None = None) -> bool:
+        if self.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING):
+            return True
+        if self.status == SubscriptionStatus.PAST_DUE:
+            since = self.past_due_since or (now or timezone.now())
+            grace_end = since + timedelta(days=conf.PAST_DUE_GRACE_DAYS)
+            return (now or timezone.now()) < grace_end
+        return False
+
+
+def _cache() -> BaseCache:
+    return caches[conf.CACHE_ALIAS]
+
+
+def tenant_cache_key(tenant_id: int) -> str:
+    return f"{CACHE_PREFIX}:tenant:{tenant_id}"
+
+
+def plan_cache_key(plan_id: int) -> str:
+    return f"{CACHE_PREFIX}:plan:{plan_id}"
+
+
+FEATURES_CACHE_KEY = f"{CACHE_PREFIX}:features"
+
+
+def normalise_limit(limit: int | None) -> int | None:
+    return None if limit is None or limit == UNLIMITED else int(limit)
+
+
+def feature_label(feature: str) -> str:
+    declared = conf.FEATURES.get(feature, {})
+    return str(declared.get("label") or feature.replace("_", " ").capitalize())
+
+
+def feature_period(feature: str, period: str) -> str:
+    declared = conf.FEATURES.get(feature, {})
+    return period or str(declared.get("period") or conf.DEFAULT_PERIOD)
+
+
+def load_plan_rules(plan_id: int) -> PlanRules:
+    cache = _cache()
+    key = plan_cache_key(plan_id)
+    cached = cache.get(key)
+    if isinstance(cached, PlanRules):
+        return cached
+    plan = Plan.objects.get(pk=plan_id)
+    rules = {}
+    for limit in PlanLimit.objects.filter(plan_id=plan_id):
+        rules[limit.feature] = FeatureRule(
+            feature=limit.feature,
+            kind=limit.kind,
+            limit=normalise_limit(limit.limit),
+            period=feature_period(limit.feature, limit.period)
+            if limit.kind == FeatureKind.METERED
+            else None,
+            label=feature_label(limit.feature),
+        )
+    plan_rules = PlanRules(plan_id=plan.pk, code=plan.code, name=plan.name, rules=rules)
+    cache.set(key, plan_rules, conf.CACHE_TIMEOUT)
+    return plan_rules
+
+
+def _load_tenant_part(tenant_id: int) -> dict[str, object]:
+    cache = _cache()
+    key = tenant_cache_key(tenant_id)
+    cached = cache.get(key)
+    if isinstance(cached, dict):
+        return cached
+    try:
+        tenant = Tenant.objects.get(pk=tenant_id)
+    except (Tenant.DoesNotExist, ValueError, TypeError):
+        raise UnknownTenant(f"No tenant with id {tenant_id!r}.") from None
+    overrides = {
+        o.feature: normalise_limit(o.limit)
+        for o in TenantLimitOverride.objects.filter(tenant_id=tenant_id)
+    }
+    part: dict[str, object] = {
+        "name": tenant.name,
+        "plan_id": tenant.plan_id,
+        "status": tenant.subscription_status,
+        "past_due_since": tenant.past_due_since,
+        "billing_anchor": tenant.billing_anchor or tenant.created_at,
+        "reset_mode": tenant.reset_mode,
+        "counting_since": tenant.counting_since,
+        "overrides": overrides,
+    }
+    cache.set(key, part, conf.CACHE_TIMEOUT)
+    return part
+
+
+def tenant_rules(tenant: Tenant | int) -> TenantRules:
+    """The effective rules of a tenant (an instance or a primary key)."""
+    tenant_id = _tenant_id(tenant)
+    part = _load_tenant_part(tenant_id)
+    plan = load_plan_rules(int(part["plan_id"]))  # type: ignore[call-overload]
+    rules = dict(plan.rules)
+    overrides: dict[str, int | None] = part["overrides"]  # type: ignore[assignment]
+    for feature, limit in overrides.items():
+        base = rules.get(feature)
+        if base is None:
+            declared = conf.FEATURES.get(feature, {})
+            kind = str(declared.get("kind", FeatureKind.METERED))
+            base = FeatureRule(
+                feature=feature,
+                kind=kind,
+                limit=limit,
+                period=feature_period(feature, "") if kind == FeatureKind.METERED else None,
+                label=feature_label(feature),
+            )
+        rules[feature] = FeatureRule(
+            feature=feature,
+            kind=base.kind,
+            limit=limit,
+            period=base.period,
+            label=base.label,
+            overridden=True,
+        )
+    return TenantRules(
+        tenant_id=tenant_id,
+        tenant_name=str(part["name"]),
+        plan_id=plan.plan_id,
+        plan_code=plan.code,
+        plan_name=plan.name,
+        status=str(part["status"]),
+        past_due_since=part["past_due_since"],  # type: ignore[arg-type]
+        billing_anchor=part["billing_anchor"],  # type: ignore[arg-type]
+        reset_mode=str(part["reset_mode"] or conf.RESET_MODE or ResetMode.LAZY),
+        counting_since=part["counting_since"],  # type: ignore[arg-type]
+        rules=rules,
+    )
+
+
+def known_features() -> frozenset[str]:
+    """Every feature name declared in settings or used by any plan (cached)."""
+    cache = _cache()
+    cached = cache.get(FEATURES_CACHE_KEY)
+    if not isinstance(cached, frozenset):
+        cached = frozenset(PlanLimit.objects.values_list("feature", flat=True).distinct())
+        cache.set(FEATURES_CACHE_KEY, cached, conf.CACHE_TIMEOUT)
+    return cached | frozenset(conf.FEATURES)
+
+
+def _tenant_id(tenant: Tenant | int) -> int:
+    if isinstance(tenant, Tenant):
+        if tenant.pk is None:
+            raise UnknownTenant("The tenant has not been saved.")
+        return int(tenant.pk)
+    if isinstance(tenant, bool) or not isinstance(tenant, int):
+        raise UnknownTenant(f"Expected a Tenant or its id, got {tenant!r}.")
+    return tenant
+
+
+def forget_tenant(tenant_id: int) -> None:
+    _cache().delete(tenant_cache_key(tenant_id))
+
+
+def forget_plan(plan_id: int) -> None:
+    _cache().delete_many([plan_cache_key(plan_id), FEATURES_CACHE_KEY])
