@@ -44,6 +44,10 @@ if _engine.endswith("mysql"):
     )
     DATABASES["default"]["TEST"].update({"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"})
 
+# A second connection to the same database, for counters written outside the caller's
+# transaction (USAGE_LIMITS["DATABASE_ALIAS"]); tests mirror it onto the default test database.
+DATABASES["quota"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
