@@ -52,8 +52,8 @@ def test_valid_settings_pass() -> None:
         ({"WARNING_THRESHOLDS": [0.8]}, "usage_limits.E012"),
         ({"TENANT_RESOLVER": "myapp.tenants.nowhere"}, "usage_limits.E013"),
         ({"STORE": "usage_limits.backends.nosuch.Store"}, "usage_limits.E013"),
-        ({"DATABASE_ALIAS": "quota"}, "usage_limits.E014"),
-        ({"CACHE_ALIAS": "quota"}, "usage_limits.E015"),
+        ({"DATABASE_ALIAS": "nowhere"}, "usage_limits.E014"),
+        ({"CACHE_ALIAS": "nowhere"}, "usage_limits.E015"),
         ({"PLAN": {}}, "usage_limits.W001"),
     ],
 )
