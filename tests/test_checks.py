@@ -76,7 +76,7 @@ def test_every_error_has_a_hint() -> None:
     assert all(message.hint for message in messages)
 
 
-@pytest.mark.django_db  # Django's own checks may ask the database for its version
+@pytest.mark.django_db(databases="__all__")  # Django's checks may ask each database its version
 def test_manage_py_check_refuses_to_start() -> None:
     with (
         override_settings(USAGE_LIMITS={"FEATURES": {"api_calls": {"kind": "counter"}}}),
