@@ -228,7 +228,7 @@ def over_limit(limit: int = 100, now: datetime | None = None) -> tuple[list[Coun
 @dataclass(frozen=True, slots=True)
 class StatusCounts:
     statuses: list[tuple[str, str]]  # (value, label), in the model's order
-    rows: list[tuple[str, str, list[int], int]]  # (plan code, plan name, counts, total)
+    rows: list[tuple[int, str, str, list[int], int]]  # (plan id, code, name, counts, total)
     totals: list[int]
     total: int
 
@@ -236,18 +236,20 @@ class StatusCounts:
 def status_counts() -> StatusCounts:
     """Tenants per plan and subscription status, in one query."""
     statuses = [(str(value), str(label)) for value, label in SubscriptionStatus.choices]
-    counts: dict[tuple[str, str], dict[str, int]] = {}
+    counts: dict[tuple[int, str, str], dict[str, int]] = {}
     grouped = (
-        Tenant.objects.values("plan__sort_order", "plan__code", "plan__name", "subscription_status")
+        Tenant.objects.values(
+            "plan_id", "plan__sort_order", "plan__code", "plan__name", "subscription_status"
+        )
         .annotate(count=Count("pk"))
         .order_by("plan__sort_order", "plan__code")
     )
     for entry in grouped:
-        key = (entry["plan__code"], entry["plan__name"])
+        key = (entry["plan_id"], entry["plan__code"], entry["plan__name"])
         counts.setdefault(key, {})[entry["subscription_status"]] = entry["count"]
     rows = []
-    for (code, name), per_status in counts.items():
+    for (plan_id, code, name), per_status in counts.items():
         values = [per_status.get(value, 0) for value, _label in statuses]
-        rows.append((code, name, values, sum(values)))
-    totals = [sum(row[2][index] for row in rows) for index in range(len(statuses))]
+        rows.append((plan_id, code, name, values, sum(values)))
+    totals = [sum(row[3][index] for row in rows) for index in range(len(statuses))]
     return StatusCounts(statuses=statuses, rows=rows, totals=totals, total=sum(totals))
