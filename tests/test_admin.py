@@ -350,3 +350,17 @@ def test_staff_without_the_view_permission_cannot_open_the_overview(demo: Demo) 
     viewer.user_permissions.add(Permission.objects.get(codename="view_tenant"))
     client.force_login(viewer)
     assert client.get(reverse("admin:usage_limits_tenant_overview")).status_code == 200
+
+
+def test_the_panel_says_when_a_scheduled_period_waits_for_the_job(
+    admin_client: Client, demo: Demo
+) -> None:
+    Tenant.objects.filter(pk=demo.beta.pk).update(
+        reset_mode="scheduled", counting_since=NOW.replace(day=1, hour=0)
+    )
+    url = reverse("admin:usage_limits_tenant_change", args=[demo.beta.pk])
+    with time_machine.travel(NOW.replace(month=4, day=3), tick=False):
+        html = admin_client.get(url).content.decode()
+    row = html.split("ul-feature-api_calls", 1)[1].split("</tr>", 1)[0]
+    assert "2026-03" in row
+    assert "waiting for the scheduled reset" in row

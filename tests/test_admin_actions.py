@@ -210,3 +210,50 @@ def test_change_plan_needs_the_change_permission(demo: Demo) -> None:
     forged = act(client, "change_plan", [demo.acme], confirm="yes", plan=str(demo.pro.pk))
     assert forged.status_code == 403
     assert Tenant.objects.get(pk=demo.acme.pk).plan == demo.free
+
+
+# --- from the tenant's page, and "select all" --------------------------------------------------
+
+
+def test_a_reset_from_the_tenant_page_comes_back_to_it(admin_client: Client, demo: Demo) -> None:
+    change = reverse("admin:usage_limits_tenant_change", args=[demo.acme.pk])
+    page = reverse("admin:usage_limits_tenant_reset_usage", args=[demo.acme.pk])
+    assert f'href="{page}"' in admin_client.get(change).content.decode()
+
+    confirmation = admin_client.get(page)
+    assert confirmation.status_code == 200
+    html = confirmation.content.decode()
+    assert f'action="{reverse(CHANGELIST)}"' in html
+    assert f'name="back_to_tenant" value="{demo.acme.pk}"' in html
+
+    response = act(
+        admin_client,
+        "reset_current_usage",
+        [demo.acme],
+        confirm="yes",
+        reason="Asked by support",
+        back_to_tenant=str(demo.acme.pk),
+    )
+    assert response.status_code == 302
+    assert response["Location"] == change
+    assert used(demo.acme) == 0
+
+
+def test_the_tenant_page_offers_no_reset_without_the_permission(demo: Demo) -> None:
+    client = staff("view_tenant", "change_tenant")
+    change = client.get(reverse("admin:usage_limits_tenant_change", args=[demo.acme.pk]))
+    assert "ul-reset-link" not in change.content.decode()
+    page = reverse("admin:usage_limits_tenant_reset_usage", args=[demo.acme.pk])
+    assert client.get(page).status_code == 403
+
+
+def test_select_all_resets_the_filtered_tenants_only(admin_client: Client, demo: Demo) -> None:
+    url = reverse(CHANGELIST) + "?subscription_status__exact=active"
+    base = {"action": "reset_current_usage", "select_across": "1", "index": "0"}
+    base["_selected_action"] = str(demo.acme.pk)
+    confirmation = admin_client.post(url, base)
+    assert confirmation.context["selected_count"] == 2  # acme and delta
+    assert 'name="select_across" value="1"' in confirmation.content.decode()
+    response = admin_client.post(url, {**base, "confirm": "yes", "reason": "Quarter closed"})
+    assert response.status_code == 302
+    assert (used(demo.acme), used(demo.delta), used(demo.beta)) == (0, 0, 65)

@@ -16,7 +16,7 @@ from django.urls import reverse
 from tests.concurrency import run_in_threads
 from usage_limits import consume, get_usage, reset_usage
 from usage_limits.models import Plan, ResetMode, Tenant, UsageRecord, UsageReset
-from usage_limits.resets import reset_expired
+from usage_limits.resets import reset_expired, set_reset_mode
 from usage_limits.signals import usage_reset
 from usage_limits.testing.factories import TenantFactory, UserFactory, plan_with_limits
 
@@ -384,3 +384,40 @@ class _Sink:
 
     def flush(self) -> None:
         pass
+
+
+# --- switching modes ---------------------------------------------------------------------------
+
+
+def test_switching_to_scheduled_carries_the_current_counter_on(
+    tenant: Tenant, clock: time_machine.Coordinates
+) -> None:
+    spend(tenant, 3)
+    set_reset_mode(tenant, ResetMode.SCHEDULED)
+    assert counting_since(tenant) == MARCH_15
+    assert usage(tenant) == (3, "2026-03")
+    clock.move_to(APRIL_2)
+    assert usage(tenant) == (3, "2026-03")
+    reset_expired()
+    assert counting_since(tenant) == dt.datetime(2026, 4, 1, tzinfo=UTC)
+    assert usage(tenant) == (0, "2026-04")
+
+
+def test_switching_to_manual_starts_a_new_counter_and_back_to_lazy_follows_the_calendar(
+    tenant: Tenant, clock: time_machine.Coordinates
+) -> None:
+    spend(tenant, 3)
+    set_reset_mode(tenant, ResetMode.MANUAL)
+    assert usage(tenant) == (0, None)
+    spend(tenant, 2)
+    clock.move_to(APRIL_2)
+    assert usage(tenant) == (2, None)
+    set_reset_mode(tenant, "")
+    assert counting_since(tenant) is None
+    assert usage(tenant) == (0, "2026-04")
+    assert UsageRecord.objects.get(tenant=tenant, period_key="2026-03").used == 3
+
+
+def test_an_unknown_mode_is_refused(tenant: Tenant) -> None:
+    with pytest.raises(ValueError, match="Unknown reset mode 'weekly'"):
+        set_reset_mode(tenant, "weekly")

@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -59,6 +59,7 @@ from usage_limits.reporting import (
     status_counts,
     with_effective_limits,
 )
+from usage_limits.resets import counting_since_for
 from usage_limits.results import TenantUsage
 from usage_limits.rules import known_features
 
@@ -264,6 +265,7 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "admin/usage_limits/tenant/usage_panel.html",
             {
                 "usage": get_usage(tenant),
+                "now": timezone.now(),
                 "records_url": _changelist_url(UsageRecord, tenant__id__exact=tenant.pk),
                 "resets_url": _changelist_url(UsageReset, tenant__id__exact=tenant.pk),
             },
@@ -276,10 +278,12 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return str(_("%(mode)s (default)") % {"mode": conf.RESET_MODE.capitalize()})
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
-        mode = obj.reset_mode or conf.RESET_MODE
-        if mode == ResetMode.MANUAL and obj.counting_since is None:
-            # A tenant switched to manual resets counts from now on, not "since 1970".
-            obj.counting_since = timezone.now().replace(microsecond=0)
+        # A new reset mode re-bases counting_since, unless the operator set it in the same form.
+        if "reset_mode" in form.changed_data and "counting_since" not in form.changed_data:
+            previous = (form.initial.get("reset_mode") or conf.RESET_MODE) if change else None
+            obj.counting_since = counting_since_for(
+                obj.reset_mode or conf.RESET_MODE, previous, obj.counting_since, timezone.now()
+            )
         super().save_model(request, obj, form, change)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
@@ -315,13 +319,26 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.action(description=_("Reset current usage"), permissions=["reset_usage"])
     def reset_current_usage(
         self, request: HttpRequest, queryset: QuerySet[Tenant]
-    ) -> TemplateResponse | None:
+    ) -> HttpResponse | None:
         form = ResetUsageForm(request.POST if "confirm" in request.POST else None)
         if form.is_bound and form.is_valid():
             self._reset(request, queryset, form.cleaned_data["feature"] or None, form)
+            back_to = request.POST.get("back_to_tenant", "")
+            if back_to.isdigit() and queryset.filter(pk=int(back_to)).exists():
+                return HttpResponseRedirect(
+                    reverse("admin:usage_limits_tenant_change", args=[int(back_to)])
+                )
             return None
-        tenants = list(queryset.select_related("plan").order_by("name")[: PREVIEW_TENANTS + 1])
-        previews = [self._preview(tenant) for tenant in tenants[:PREVIEW_TENANTS]]
+        return self._reset_confirmation(request, queryset, form)
+
+    def _reset_confirmation(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Tenant],
+        form: ResetUsageForm,
+        back_to_tenant: Tenant | None = None,
+    ) -> TemplateResponse:
+        tenants = list(queryset.select_related("plan").order_by("name")[:PREVIEW_TENANTS])
         return self._confirmation(
             request,
             queryset,
@@ -329,9 +346,35 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             form,
             action="reset_current_usage",
             title=_("Reset current usage"),
-            previews=previews,
-            more=max(queryset.count() - PREVIEW_TENANTS, 0),
+            previews=[self._preview(tenant) for tenant in tenants],
+            # From the tenant's own page the form posts to the changelist (where actions run)
+            # and comes back to the tenant afterwards.
+            form_url=reverse("admin:usage_limits_tenant_changelist") if back_to_tenant else "",
+            back_to_tenant=back_to_tenant.pk if back_to_tenant else "",
         )
+
+    def reset_usage_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
+        """The reset confirmation for one tenant, linked from its change page."""
+        if not (self.has_view_permission(request) and self.has_reset_usage_permission(request)):
+            raise PermissionDenied
+        tenant = self.get_object(request, object_id)
+        if tenant is None:
+            raise Http404
+        queryset = Tenant.objects.filter(pk=tenant.pk)
+        return self._reset_confirmation(request, queryset, ResetUsageForm(), back_to_tenant=tenant)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "can_reset_usage": self.has_reset_usage_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def _preview(self, tenant: Tenant) -> _TenantPreview:
         try:
@@ -401,7 +444,6 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 action="change_plan",
                 title=_("Change plan"),
                 tenants=list(queryset.select_related("plan").order_by("name")[:PREVIEW_TENANTS]),
-                more=max(queryset.count() - PREVIEW_TENANTS, 0),
             )
         plan: Plan = form.cleaned_data["plan"]
         changed = unchanged = 0
@@ -435,6 +477,11 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         title: Any,
         **context: Any,
     ) -> TemplateResponse:
+        # "Select all N" posts select_across instead of N ids; the confirmation passes it on
+        # (with the changelist's filters, kept in the URL) rather than listing every id.
+        select_across = request.POST.get("select_across") == "1"
+        ids = queryset.values_list("pk", flat=True)
+        count = queryset.count()
         return TemplateResponse(
             request,
             template,
@@ -444,7 +491,10 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "opts": self.opts,
                 "form": form,
                 "action": action,
-                "selected_ids": list(queryset.values_list("pk", flat=True)),
+                "select_across": select_across,
+                "selected_ids": list(ids[:1] if select_across else ids),
+                "selected_count": count,
+                "more": max(count - PREVIEW_TENANTS, 0),
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 "media": self.media + form.media,
                 **context,
@@ -459,7 +509,12 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self.admin_site.admin_view(self.overview_view),
             name="usage_limits_tenant_overview",
         )
-        return [overview, *super().get_urls()]
+        reset = path(
+            "<path:object_id>/reset-usage/",
+            self.admin_site.admin_view(self.reset_usage_view),
+            name="usage_limits_tenant_reset_usage",
+        )
+        return [overview, reset, *super().get_urls()]
 
     def overview_view(self, request: HttpRequest) -> TemplateResponse:
         if not self.has_view_permission(request):

@@ -41,7 +41,14 @@ from usage_limits.rules import TenantRules, forget_tenant, tenant_rules
 
 logger = logging.getLogger("usage_limits")
 
-__all__ = ["ClosedCounter", "ExpiryReport", "reset_expired", "scheduled_tenants"]
+__all__ = [
+    "ClosedCounter",
+    "ExpiryReport",
+    "counting_since_for",
+    "reset_expired",
+    "scheduled_tenants",
+    "set_reset_mode",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,40 @@ class ExpiryReport:
 class _Move:
     new_since: datetime
     closing: list[tuple[str, Period]]  # (feature, the counted period that has ended)
+
+
+def counting_since_for(
+    mode: str, previous_mode: str | None, counting_since: datetime | None, now: datetime
+) -> datetime | None:
+    """Where counting starts when a tenant's effective reset mode goes from ``previous_mode``
+    (``None`` for a new tenant) to ``mode``.
+
+    * lazy: ``None``; the calendar decides.
+    * scheduled: ``now``. The period containing it is the current one, so the counter carries on
+      in the same row without a jump; the reset job aligns it to a period start when it closes.
+    * manual: ``now``. A new open-ended counter starts at zero; the period so far stays as
+      history. (Keeping ``counting_since`` from an earlier stint would resume an old counter.)
+    """
+    if mode == previous_mode:
+        return counting_since
+    if mode == ResetMode.LAZY:
+        return None
+    return now.replace(microsecond=0)
+
+
+def set_reset_mode(tenant: Tenant, mode: str, *, now: datetime | None = None) -> None:
+    """Switch ``tenant`` to reset ``mode`` (``""``: follow the setting) and save it.
+
+    ``counting_since`` moves as :func:`counting_since_for` says; saving drops the cached rules.
+    """
+    if mode not in ("", *ResetMode.values):
+        raise ValueError(f"Unknown reset mode {mode!r}; use one of {ResetMode.values} or ''.")
+    previous = tenant.reset_mode or conf.RESET_MODE
+    tenant.counting_since = counting_since_for(
+        mode or conf.RESET_MODE, previous, tenant.counting_since, now or timezone.now()
+    )
+    tenant.reset_mode = mode
+    tenant.save(update_fields=["reset_mode", "counting_since", "updated_at"])
 
 
 def scheduled_tenants() -> QuerySet[Tenant]:
