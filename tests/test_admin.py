@@ -364,3 +364,9 @@ def test_the_panel_says_when_a_scheduled_period_waits_for_the_job(
     row = html.split("ul-feature-api_calls", 1)[1].split("</tr>", 1)[0]
     assert "2026-03" in row
     assert "waiting for the scheduled reset" in row
+
+
+def test_the_admin_passes_djangos_system_checks() -> None:
+    from django.core.management import call_command
+
+    call_command("check", "--fail-level", "WARNING", "--tag", "admin")

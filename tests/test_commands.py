@@ -66,7 +66,7 @@ def test_reset_one_tenant_by_slug_writes_an_audit_row(
     finally:
         usage_reset.disconnect(dispatch_uid="cmd-test")
     assert "reset acme api_calls" in out
-    assert "1 counters reset across 1 tenants." in out
+    assert "1 counter reset across 1 tenant." in out
     assert (used(acme), used(globex)) == (0, 9)
     assert used(acme, "projects") == 2  # allocations are levels, not reset by default
     audit = UsageReset.objects.get()
@@ -144,17 +144,17 @@ def test_reset_expired_command_reports_and_supports_dry_runs(free_plan: Plan) ->
     with time_machine.travel(dt.datetime(2026, 3, 15, tzinfo=UTC), tick=False) as clock:
         tenant = TenantFactory(plan=free_plan, slug="sched", reset_mode=ResetMode.SCHEDULED)
         out, _ = run("usage_limits_reset_expired")
-        assert "1 scheduled tenants checked, 0 moved" in out
+        assert "1 scheduled tenant checked, 0 moved" in out
         assert "1 pinned for the first time" in out
         consume(tenant, "api_calls")
         clock.move_to(dt.datetime(2026, 4, 1, 1, 0, tzinfo=UTC))
         out, _ = run("usage_limits_reset_expired", "--dry-run")
-        assert f"would close tenant {tenant.pk} api_calls 2026-03 at 1" in out
+        assert "would close sched api_calls 2026-03 at 1" in out
         assert out.strip().endswith("skipped (changed by a concurrent run).")
-        assert "Dry run: 1 scheduled tenants checked, 1 moved" in out
+        assert "Dry run: 1 scheduled tenant checked, 1 moved" in out
         assert not UsageReset.objects.exists()
         out, _ = run("usage_limits_reset_expired", "-v", "2")
-        assert f"closed tenant {tenant.pk} api_calls 2026-03 at 1" in out
+        assert "closed sched api_calls 2026-03 at 1" in out
         assert UsageReset.objects.get().source == "scheduled"
 
 
@@ -257,7 +257,7 @@ def test_export_to_a_file_with_filters_and_progress(known_usage: None, tmp_path:
     )
     rows = list(csv.reader(target.open(encoding="utf-8")))
     assert rows == expected_rows()[:4]
-    assert out.startswith(f"Exported 3 rows (1 tenants, 2 features) to {target} in ")
+    assert out.startswith(f"Exported 3 rows (1 tenant, 2 features) to {target} in ")
     assert err.splitlines() == [
         "  1 of 3 rows (33%)",
         "  2 of 3 rows (66%)",

@@ -251,9 +251,12 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     class Media:
         css = CSS
 
+    search_fields = ("name", "slug", "stripe_customer_id")
+
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        # and the members' usernames, whatever the user model calls the field
         username = get_user_model().USERNAME_FIELD
-        return ("name", "slug", "stripe_customer_id", f"memberships__user__{username}")
+        return (*self.search_fields, f"memberships__user__{username}")
 
     # -- the usage panel
 

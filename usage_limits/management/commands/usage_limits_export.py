@@ -40,6 +40,10 @@ FIELDS = (
 )
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _timestamp(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).isoformat()
 
@@ -84,12 +88,13 @@ class Command(BaseCommand):
             report = self.stdout
         else:
             written, tenants, features = self._write(self.stdout, records, total, options)
+            self.stdout.flush()
             report = self.stderr  # stdout is the CSV: keep it clean
         elapsed = time.monotonic() - started
         where = output or "stdout"
         report.write(
-            f"Exported {written} rows ({tenants} tenants, {features} features) to {where} "
-            f"in {elapsed:.1f} s."
+            f"Exported {_plural(written, 'row')} ({_plural(tenants, 'tenant')}, "
+            f"{_plural(features, 'feature')}) to {where} in {elapsed:.1f} s."
         )
 
     def _records(self, options: dict[str, Any]) -> QuerySet[UsageRecord]:

@@ -13,6 +13,10 @@ from usage_limits.models import FeatureKind, Tenant, UsageReset
 from usage_limits.rules import known_features
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 class Command(BaseCommand):
     help = (
         "Reset the current usage of one tenant, several, or all of them to zero, through the "
@@ -78,8 +82,8 @@ class Command(BaseCommand):
         prefix = "Dry run: " if dry_run else ""
         self.stdout.write(
             self.style.SUCCESS(
-                f"{prefix}{done} counters {verb} across {tenant_count} tenants"
-                + (f", {skipped} skipped." if skipped else ".")
+                f"{prefix}{_plural(done, 'counter')} {verb} across "
+                f"{_plural(tenant_count, 'tenant')}" + (f", {skipped} skipped." if skipped else ".")
             )
         )
 

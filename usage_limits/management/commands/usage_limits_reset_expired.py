@@ -4,7 +4,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from usage_limits.models import Tenant
 from usage_limits.resets import reset_expired
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 class Command(BaseCommand):
@@ -22,15 +27,17 @@ class Command(BaseCommand):
         report = reset_expired(dry_run=options["dry_run"])
         verb = "would close" if report.dry_run else "closed"
         if options["verbosity"] >= 2 or report.dry_run:
+            ids = {closed.tenant_id for closed in report.closed}
+            slugs = dict(Tenant.objects.filter(pk__in=ids).values_list("pk", "slug"))
             for closed in report.closed:
                 self.stdout.write(
-                    f"  {verb} tenant {closed.tenant_id} {closed.feature} {closed.period.key} "
-                    f"at {closed.value_before}"
+                    f"  {verb} {slugs.get(closed.tenant_id, closed.tenant_id)} {closed.feature} "
+                    f"{closed.period.key} at {closed.value_before}"
                 )
         summary = (
-            f"{report.checked} scheduled tenants checked, {report.moved} moved to a new period "
-            f"({len(report.closed)} counters {verb}), {report.pinned} pinned for the first time, "
-            f"{report.skipped} skipped (changed by a concurrent run)."
+            f"{_plural(report.checked, 'scheduled tenant')} checked, {report.moved} moved to a "
+            f"new period ({_plural(len(report.closed), 'counter')} {verb}), {report.pinned} "
+            f"pinned for the first time, {report.skipped} skipped (changed by a concurrent run)."
         )
         prefix = "Dry run: " if report.dry_run else ""
         self.stdout.write(self.style.SUCCESS(prefix + summary))
