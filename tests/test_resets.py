@@ -310,12 +310,14 @@ def test_the_endpoint_without_a_key_answers_401_and_changes_nothing(
     ],
 )
 def test_the_endpoint_with_a_wrong_key_answers_403_and_changes_nothing(
-    expired: Tenant, api_key: str, headers: dict[str, str]
+    expired: Tenant, api_key: str, headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     response = post(headers)
     assert response.status_code == 403
     assert response.json() == {"error": "Wrong key."}
     assert_nothing_changed(expired)
+    assert "POST /usage/reset-expired/ with a wrong key from 127.0.0.1" in caplog.text
+    assert KEY not in caplog.text
 
 
 @pytest.mark.parametrize(

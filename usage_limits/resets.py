@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -34,12 +35,13 @@ from usage_limits import signals
 from usage_limits.backends import CounterKey, get_store
 from usage_limits.conf import conf
 from usage_limits.engine import period_for
-from usage_limits.exceptions import UnknownTenant
-from usage_limits.models import FeatureKind, ResetMode, Tenant, UsageReset
+from usage_limits.models import FeatureKind, ResetMode, Tenant, TenantLimitOverride, UsageReset
 from usage_limits.periods import Period
-from usage_limits.rules import TenantRules, forget_tenant, tenant_rules
+from usage_limits.rules import TenantRules, forget_tenant, rules_for_row
 
 logger = logging.getLogger("usage_limits")
+
+CHUNK_SIZE = 500
 
 __all__ = [
     "ClosedCounter",
@@ -88,6 +90,8 @@ class ExpiryReport:
 
 @dataclass(frozen=True, slots=True)
 class _Move:
+    tenant_id: int
+    counting_since: datetime | None  # as read: the UPDATE only applies if it is still this
     new_since: datetime
     closing: list[tuple[str, Period]]  # (feature, the counted period that has ended)
 
@@ -141,22 +145,56 @@ def reset_expired(now: datetime | None = None, *, dry_run: bool = False) -> Expi
     """
     now = now or timezone.now()
     report = ExpiryReport(now=now, dry_run=dry_run)
-    tenants = scheduled_tenants().order_by("pk").values_list("pk", "counting_since")
-    for tenant_id, counting_since in tenants.iterator(chunk_size=500):
-        report.checked += 1
-        try:
-            rules = tenant_rules(tenant_id)
-        except UnknownTenant:  # deleted since the list was read
-            continue
-        # The row just read is the truth; the cached rules may predate another run's move.
-        move = _plan_move(rules, counting_since, now)
-        if move is None:
+    # A batch job over every scheduled tenant, a chunk at a time: the rules are built from the
+    # rows read (not through the per-tenant cache), and each chunk costs one query for its
+    # overrides, one conditional UPDATE per tenant that moves, one read of the closed counters
+    # and one insert of the audit rows.
+    tenants = scheduled_tenants().order_by("pk").iterator(chunk_size=CHUNK_SIZE)
+    for chunk in _chunks(tenants):
+        report.checked += len(chunk)
+        overrides = _overrides_of([tenant.pk for tenant in chunk])
+        moves = []
+        for tenant in chunk:
+            rules = rules_for_row(tenant, overrides.get(tenant.pk, {}))
+            move = _plan_move(rules, tenant.counting_since, now)
+            if move is not None:
+                moves.append(move)
+        if not moves:
             continue
         if dry_run:
-            _record(report, rules, counting_since, move, reset_ids=None)
-        elif not _apply(report, rules, counting_since, move, now):
-            report.skipped += 1
+            _record(report, moves, _closed_values(moves), resets=None)
+        else:
+            _apply(report, moves, now)
+    if report.moved or report.pinned:
+        logger.info(
+            "usage_limits: scheduled reset%s: %s",
+            " (dry run)" if dry_run else "",
+            report.as_dict(),
+        )
     return report
+
+
+def _chunks(tenants: Iterator[Tenant]) -> Iterator[list[Tenant]]:
+    chunk: list[Tenant] = []
+    for tenant in tenants:
+        chunk.append(tenant)
+        if len(chunk) == CHUNK_SIZE:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _overrides_of(tenant_ids: list[int]) -> dict[int, dict[str, int | None]]:
+    found: dict[int, dict[str, int | None]] = {}
+    rows = (
+        TenantLimitOverride.objects.using(conf.DATABASE_ALIAS)
+        .filter(tenant_id__in=tenant_ids)
+        .values_list("tenant_id", "feature", "limit")
+    )
+    for tenant_id, feature, limit in rows:
+        found.setdefault(tenant_id, {})[feature] = limit
+    return found
 
 
 def _plan_move(rules: TenantRules, counting_since: datetime | None, now: datetime) -> _Move | None:
@@ -170,7 +208,7 @@ def _plan_move(rules: TenantRules, counting_since: datetime | None, now: datetim
     lazy = dataclasses.replace(rules, reset_mode=ResetMode.LAZY)
     new_since = max(period_for(lazy, rule, now).start for rule in metered)
     if counting_since is None:
-        return _Move(new_since=new_since, closing=[])
+        return _Move(rules.tenant_id, None, new_since, closing=[])
     counted = dataclasses.replace(
         rules, reset_mode=ResetMode.SCHEDULED, counting_since=counting_since
     )
@@ -181,45 +219,68 @@ def _plan_move(rules: TenantRules, counting_since: datetime | None, now: datetim
             closing.append((rule.feature, period))
     if not closing or new_since <= counting_since:
         return None
-    return _Move(new_since=new_since, closing=closing)
+    return _Move(rules.tenant_id, counting_since, new_since, closing)
 
 
-def _apply(
-    report: ExpiryReport,
-    rules: TenantRules,
-    counting_since: datetime | None,
-    move: _Move,
-    now: datetime,
-) -> bool:
+def _apply(report: ExpiryReport, moves: list[_Move], now: datetime) -> None:
     alias = conf.DATABASE_ALIAS
     with transaction.atomic(using=alias):
-        claim = Tenant.objects.using(alias).filter(pk=rules.tenant_id)
-        if counting_since is None:
-            claim = claim.filter(counting_since__isnull=True)
-        else:
-            claim = claim.filter(counting_since=counting_since)
-        if not claim.update(counting_since=move.new_since, updated_at=now):
-            return False
-        values = _closed_values(rules.tenant_id, move)
-        resets = [
-            UsageReset.objects.using(alias).create(
-                tenant_id=rules.tenant_id,
-                feature=feature,
-                period_key=period.key,
-                period_start=period.start,
-                value_before=values[feature],
-                value_after=0,
-                reason=_reason(period),
-                source=UsageReset.Source.SCHEDULED,
-            )
-            for feature, period in move.closing
-        ]
-        # QuerySet.update() sends no post_save, so drop the cached rules here and after commit.
-        forget_tenant(rules.tenant_id)
-        transaction.on_commit(lambda: forget_tenant(rules.tenant_id), using=alias)
-        transaction.on_commit(lambda: _announce(rules.tenant_id, move, resets), using=alias)
-    _record(report, rules, counting_since, move, reset_ids=[r.pk for r in resets], values=values)
-    return True
+        won = [move for move in moves if _claim(move, now, alias)]
+        report.skipped += len(moves) - len(won)
+        values = _closed_values(won)
+        resets = _write_audit(won, values, alias)
+        for move in won:
+            # QuerySet.update() sends no post_save: drop the cached rules now and after commit.
+            forget_tenant(move.tenant_id)
+        transaction.on_commit(lambda: _after_commit(won, resets), using=alias)
+    _record(report, won, values, resets)
+
+
+def _claim(move: _Move, now: datetime, alias: str) -> bool:
+    """The conditional UPDATE: only one of several concurrent runs moves a given tenant."""
+    claim = Tenant.objects.using(alias).filter(pk=move.tenant_id)
+    if move.counting_since is None:
+        claim = claim.filter(counting_since__isnull=True)
+    else:
+        claim = claim.filter(counting_since=move.counting_since)
+    return bool(claim.update(counting_since=move.new_since, updated_at=now))
+
+
+def _closed_values(moves: list[_Move]) -> dict[tuple[int, str], int]:
+    keys = {
+        (move.tenant_id, feature): CounterKey(move.tenant_id, feature, period)
+        for move in moves
+        for feature, period in move.closing
+    }
+    if not keys:
+        return {}
+    found = get_store().get_many(keys.values())
+    return {where: found[key] for where, key in keys.items()}
+
+
+def _write_audit(
+    moves: list[_Move], values: dict[tuple[int, str], int], alias: str
+) -> dict[tuple[int, str], UsageReset]:
+    rows = [
+        UsageReset(
+            tenant_id=move.tenant_id,
+            feature=feature,
+            period_key=period.key,
+            period_start=period.start,
+            value_before=values[move.tenant_id, feature],
+            value_after=0,
+            reason=_reason(period),
+            source=UsageReset.Source.SCHEDULED,
+        )
+        for move in moves
+        for feature, period in move.closing
+    ]
+    if connections[alias].features.can_return_rows_from_bulk_insert:
+        UsageReset.objects.using(alias).bulk_create(rows)
+    else:  # MySQL proper: the signal receivers need the rows' ids
+        for row in rows:
+            row.save(using=alias)
+    return {(row.tenant_id, row.feature): row for row in rows}
 
 
 def _reason(period: Period) -> str:
@@ -227,50 +288,49 @@ def _reason(period: Period) -> str:
     return f"Scheduled reset: the period {period.key} ended{ended}."
 
 
-def _closed_values(tenant_id: int, move: _Move) -> dict[str, int]:
-    keys = {feature: CounterKey(tenant_id, feature, period) for feature, period in move.closing}
-    found = get_store().get_many(keys.values())
-    return {feature: found[key] for feature, key in keys.items()}
-
-
 def _record(
     report: ExpiryReport,
-    rules: TenantRules,
-    counting_since: datetime | None,
-    move: _Move,
-    *,
-    reset_ids: list[int] | None,
-    values: dict[str, int] | None = None,
+    moves: list[_Move],
+    values: dict[tuple[int, str], int],
+    resets: dict[tuple[int, str], UsageReset] | None,
 ) -> None:
-    if counting_since is None:
-        report.pinned += 1
-        return
-    report.moved += 1
-    values = values if values is not None else _closed_values(rules.tenant_id, move)
-    for index, (feature, period) in enumerate(move.closing):
-        report.closed.append(
-            ClosedCounter(
-                tenant_id=rules.tenant_id,
-                feature=feature,
-                period=period,
-                value_before=values[feature],
-                reset_id=None if reset_ids is None else reset_ids[index],
-            )
-        )
-
-
-def _announce(tenant_id: int, move: _Move, resets: list[UsageReset]) -> None:
-    for (feature, period), reset in zip(move.closing, resets, strict=True):
-        responses = signals.usage_reset.send_robust(
-            sender=Tenant,
-            tenant_id=tenant_id,
-            feature=feature,
-            period=period,
-            value_before=reset.value_before,
-            reset=reset,
-        )
-        for receiver, response in responses:
-            if isinstance(response, Exception):
-                logger.error(
-                    "usage_limits: a usage_reset receiver (%r) failed", receiver, exc_info=response
+    for move in moves:
+        if move.counting_since is None:
+            report.pinned += 1
+            continue
+        report.moved += 1
+        for feature, period in move.closing:
+            reset = None if resets is None else resets[move.tenant_id, feature]
+            report.closed.append(
+                ClosedCounter(
+                    tenant_id=move.tenant_id,
+                    feature=feature,
+                    period=period,
+                    value_before=values[move.tenant_id, feature],
+                    reset_id=None if reset is None else reset.pk,
                 )
+            )
+
+
+def _after_commit(moves: list[_Move], resets: dict[tuple[int, str], UsageReset]) -> None:
+    for move in moves:
+        forget_tenant(move.tenant_id)
+        for feature, period in move.closing:
+            reset = resets[move.tenant_id, feature]
+            _announce(move.tenant_id, feature, period, reset)
+
+
+def _announce(tenant_id: int, feature: str, period: Period, reset: UsageReset) -> None:
+    responses = signals.usage_reset.send_robust(
+        sender=Tenant,
+        tenant_id=tenant_id,
+        feature=feature,
+        period=period,
+        value_before=reset.value_before,
+        reset=reset,
+    )
+    for receiver, response in responses:
+        if isinstance(response, Exception):
+            logger.error(
+                "usage_limits: a usage_reset receiver (%r) failed", receiver, exc_info=response
+            )

@@ -11,6 +11,7 @@ on the server: 503. In all three cases nothing is read or changed.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 
 from django.http import HttpRequest, JsonResponse
@@ -19,6 +20,8 @@ from django.views.decorators.http import require_POST
 
 from usage_limits.conf import conf
 from usage_limits.resets import reset_expired
+
+logger = logging.getLogger("usage_limits")
 
 KEY_HEADER = "X-Usage-Limits-Key"
 
@@ -60,5 +63,10 @@ def reset_expired_view(request: HttpRequest) -> JsonResponse:
             status=503,
         )
     if not key_matches(presented, expected):
+        logger.warning(
+            "usage_limits: POST %s with a wrong key from %s",
+            request.path,
+            request.META.get("REMOTE_ADDR", "?"),
+        )
         return JsonResponse({"error": "Wrong key."}, status=403)
     return JsonResponse(reset_expired().as_dict())
