@@ -423,3 +423,30 @@ def test_switching_to_manual_starts_a_new_counter_and_back_to_lazy_follows_the_c
 def test_an_unknown_mode_is_refused(tenant: Tenant) -> None:
     with pytest.raises(ValueError, match="Unknown reset mode 'weekly'"):
         set_reset_mode(tenant, "weekly")
+
+
+def test_the_job_costs_one_update_per_moved_tenant_and_a_few_queries_per_chunk(
+    free_plan: Plan, clock: time_machine.Coordinates
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_to_move(count: int) -> tuple[int, int]:
+        UsageReset.objects.all().delete()
+        Tenant.objects.all().delete()
+        clock.move_to(MARCH_15)
+        for _ in range(count):
+            spend(TenantFactory(plan=free_plan, reset_mode=ResetMode.SCHEDULED), 1)
+        reset_expired()  # pin
+        clock.move_to(APRIL_2)
+        with CaptureQueriesContext(connection) as moving:
+            assert reset_expired().moved == count
+        with CaptureQueriesContext(connection) as idle:
+            assert reset_expired().moved == 0
+        return len(moving), len(idle)
+
+    queries_to_move(1)  # the plan's rules are cached from here on
+    few_moving, few_idle = queries_to_move(2)
+    many_moving, many_idle = queries_to_move(12)
+    assert many_moving - few_moving == 10  # one conditional UPDATE per tenant, nothing else
+    assert many_idle == few_idle
