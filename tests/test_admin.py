@@ -124,6 +124,11 @@ def test_tenant_filters_and_search(admin_client: Client, demo: Demo) -> None:
     assert slugs(subscription_status__exact="past_due") == {"gamma"}
     assert slugs(q="eps") == {"epsilon"}
     assert slugs(q="alice") == {"acme"}  # a member's username
+    Tenant.objects.filter(slug="beta").update(reset_mode="scheduled")
+    Tenant.objects.filter(slug="gamma").update(reset_mode="lazy")
+    assert slugs(reset_mode="scheduled") == {"beta"}
+    # lazy is the setting's default: tenants without a mode of their own use it
+    assert slugs(reset_mode="lazy") == {"acme", "gamma", "delta", "epsilon"}
 
 
 def test_the_tenant_page_shows_its_meters_with_levels(admin_client: Client, demo: Demo) -> None:

@@ -207,6 +207,24 @@ class ChangePlanForm(forms.Form):
     plan = forms.ModelChoiceField(queryset=Plan.objects.all(), label=_("New plan"))
 
 
+class EffectiveResetModeFilter(admin.SimpleListFilter):
+    """The mode a tenant actually uses: its own, or USAGE_LIMITS["RESET_MODE"] when it has none."""
+
+    title = _("reset mode")
+    parameter_name = "reset_mode"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [(str(value), str(label).split(":")[0]) for value, label in ResetMode.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value not in ResetMode.values:
+            return queryset
+        if value == conf.RESET_MODE:
+            return queryset.filter(reset_mode__in=[value, ""])
+        return queryset.filter(reset_mode=value)
+
+
 @dataclass(frozen=True, slots=True)
 class _TenantPreview:
     tenant: Tenant
@@ -223,7 +241,7 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "reset_mode_display",
         "created_at",
     )
-    list_filter = ("plan", "subscription_status", "reset_mode")
+    list_filter = ("plan", "subscription_status", EffectiveResetModeFilter)
     list_select_related = ("plan",)
     readonly_fields = ("usage_panel", "created_at", "updated_at")
     inlines = [MembershipInline, LimitOverrideInline]
