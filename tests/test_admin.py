@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +16,9 @@ from django.urls import reverse
 
 from tests.admin_demo import NOW, Demo, build_demo
 from usage_limits import increment_usage
+from usage_limits.backends import CounterKey
+from usage_limits.backends.database import DatabaseStore
+from usage_limits.exceptions import StoreUnavailable
 from usage_limits.models import (
     Tenant,
     TenantLimitOverride,
@@ -375,3 +378,19 @@ def test_the_admin_passes_djangos_system_checks() -> None:
     from django.core.management import call_command
 
     call_command("check", "--fail-level", "WARNING", "--tag", "admin")
+
+
+class DownStore(DatabaseStore):
+    """A store whose reads fail, as Redis does when it is unreachable."""
+
+    def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
+        raise StoreUnavailable("the counter store is unreachable")
+
+
+def test_the_tenant_page_opens_while_the_store_is_down(
+    admin_client: Client, demo: Demo, settings: Any
+) -> None:
+    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "STORE": "tests.test_admin.DownStore"}
+    page = admin_client.get(reverse("admin:usage_limits_tenant_change", args=[demo.acme.pk]))
+    assert page.status_code == 200
+    assert "Usage unavailable: the counter store is unreachable" in page.content.decode()

@@ -266,10 +266,10 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     # Actions a user may only run with a permission; a POST naming one without it is refused.
     guarded_actions = ("reset_current_usage", "change_plan")
 
+    search_fields = ("name", "slug", "stripe_customer_id")
+
     class Media:
         css = CSS
-
-    search_fields = ("name", "slug", "stripe_customer_id")
 
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         # and the members' usernames, whatever the user model calls the field
@@ -282,10 +282,14 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def usage_panel(self, tenant: Tenant) -> str:
         if tenant.pk is None:
             return "-"
+        try:
+            usage = get_usage(tenant)
+        except UsageLimitsError as exc:  # e.g. the store is down: the page must still open
+            return str(_("Usage unavailable: %(error)s") % {"error": exc})
         return render_to_string(
             "admin/usage_limits/tenant/usage_panel.html",
             {
-                "usage": get_usage(tenant),
+                "usage": usage,
                 "now": timezone.now(),
                 "records_url": _changelist_url(UsageRecord, tenant__id__exact=tenant.pk),
                 "resets_url": _changelist_url(UsageReset, tenant__id__exact=tenant.pk),
