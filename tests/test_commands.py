@@ -271,6 +271,16 @@ def test_export_to_a_file_with_filters_and_progress(known_usage: None, tmp_path:
     ]
 
 
+def test_export_of_the_current_periods_only(known_usage: None) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 20, tzinfo=UTC), tick=False):
+        out, _ = run("usage_limits_export", "--current")
+    assert [(row[1], row[4], row[5]) for row in csv.reader(StringIO(out))][1:] == [
+        ("acme", "api_calls", "2026-03"),
+        ("acme", "projects", "all"),
+        ("beta", "api_calls", "2026-03"),
+    ]
+
+
 def test_export_of_an_unknown_tenant_is_an_error(known_usage: None) -> None:
     with pytest.raises(CommandError, match="No usage for the tenant 'nobody'"):
         run("usage_limits_export", "--tenant", "nobody")

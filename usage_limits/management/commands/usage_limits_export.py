@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q, QuerySet
 
 from usage_limits.models import UNLIMITED, UsageRecord
-from usage_limits.reporting import with_effective_limits
+from usage_limits.reporting import current_counters, with_effective_limits
 
 HEADER = (
     "tenant_id",
@@ -57,8 +57,8 @@ def _limit(value: int | None, in_plan: bool) -> str:
 class Command(BaseCommand):
     help = (
         "Export usage per tenant, feature and period as CSV (to stdout, or --output FILE), "
-        "streamed from the database. 'limit' is the tenant's limit today: -1 unlimited, empty "
-        "when its plan no longer has the feature."
+        "streamed from the database. 'plan' and 'limit' are the tenant's today: -1 unlimited, "
+        "empty when its plan no longer has the feature."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -69,6 +69,11 @@ class Command(BaseCommand):
             "--since",
             type=date.fromisoformat,
             help="Only periods starting on or after this date (YYYY-MM-DD, UTC).",
+        )
+        parser.add_argument(
+            "--current",
+            action="store_true",
+            help="Only the counters of the periods running now (and open-ended ones).",
         )
         parser.add_argument(
             "--progress-every",
@@ -112,6 +117,8 @@ class Command(BaseCommand):
         if options["since"]:
             since = datetime.combine(options["since"], datetime.min.time(), tzinfo=UTC)
             records = records.filter(period_start__gte=since)
+        if options["current"]:
+            records = current_counters(records)
         return with_effective_limits(records).order_by("tenant_id", "feature", "period_start")
 
     def _write(
