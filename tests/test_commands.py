@@ -87,7 +87,7 @@ def test_reset_by_id_and_a_named_feature(two_tenants: tuple[Tenant, Tenant]) -> 
 
 
 def test_reset_all(two_tenants: tuple[Tenant, Tenant]) -> None:
-    out, _ = run("usage_limits_reset", "--all", "--reason", "New contract year")
+    out, _ = run("usage_limits_reset", "--all", "--reason", "New contract year", "--no-input")
     assert "2 counters reset across 2 tenants." in out
     assert [used(t) for t in two_tenants] == [0, 0]
     assert UsageReset.objects.count() == 2
@@ -108,7 +108,9 @@ def test_tenants_whose_plan_lacks_the_feature_are_skipped(
 ) -> None:
     plan_with_limits("NOCALLS", projects=1)
     TenantFactory(plan=Plan.objects.get(code="NOCALLS"), slug="tiny")
-    out, err = run("usage_limits_reset", "--all", "--feature", "api_calls", "--reason", "x")
+    out, err = run(
+        "usage_limits_reset", "--all", "--feature", "api_calls", "--reason", "x", "--no-input"
+    )
     assert "skipped tiny" in err
     assert "2 counters reset across 3 tenants, 1 skipped." in out
 
@@ -128,6 +130,32 @@ def test_reset_refuses_bad_input(
     with pytest.raises(CommandError, match=message):
         run("usage_limits_reset", *args)
     assert not UsageReset.objects.exists()
+
+
+@pytest.mark.parametrize(("answer", "reset"), [("yes", True), ("no", False), ("", False)])
+def test_reset_all_asks_first(
+    two_tenants: tuple[Tenant, Tenant],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    reset: bool,
+) -> None:
+    asked: list[str] = []
+
+    def fake_input(prompt: str) -> str:
+        asked.append(prompt)
+        return answer
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    if reset:
+        run("usage_limits_reset", "--all", "--reason", "Year end")
+    else:
+        with pytest.raises(CommandError, match="Reset cancelled"):
+            run("usage_limits_reset", "--all", "--reason", "Year end")
+    assert asked == [
+        "This resets the current usage of all 2 tenants to zero.\n"
+        "Type 'yes' to continue, or 'no' to cancel: "
+    ]
+    assert [used(t) for t in two_tenants] == ([0, 0] if reset else [5, 9])
 
 
 def test_reset_requires_a_reason_and_a_target() -> None:

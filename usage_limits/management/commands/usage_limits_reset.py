@@ -45,6 +45,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="List what would be reset; change nothing."
         )
+        parser.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="With --all, do not ask for confirmation (cron, scripts).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         reason = options["reason"].strip()
@@ -56,6 +63,14 @@ class Command(BaseCommand):
         user = self._user(options["user"])
         tenants = self._all() if options["all"] else self._named(options["tenant"])
         dry_run: bool = options["dry_run"]
+        if options["all"] and not dry_run and options.get("interactive", True):
+            what = f"the {feature} usage" if feature else "the current usage"
+            answer = input(
+                f"This resets {what} of all {Tenant.objects.count()} tenants to zero.\n"
+                "Type 'yes' to continue, or 'no' to cancel: "
+            )
+            if answer.strip().lower() != "yes":
+                raise CommandError("Reset cancelled.")
         verb = "would reset" if dry_run else "reset"
         done = skipped = tenant_count = 0
         for tenant in tenants:
