@@ -148,6 +148,11 @@ def test_the_tenant_page_shows_its_meters_with_levels(admin_client: Client, demo
     analytics = html.split("ul-feature-advanced_analytics", 1)[1].split("</tr>", 1)[0]
     assert "not included" in analytics
     assert "usage_limits/admin/usage_limits.css" in html
+    # Its links lead to this tenant's counters and reset history.
+    counters = admin_client.get(f"{changelist(UsageRecord)}?tenant__id__exact={demo.acme.pk}")
+    assert {r.tenant for r in counters.context["cl"].result_list} == {demo.acme}
+    resets = admin_client.get(f"{changelist(UsageReset)}?tenant__id__exact={demo.gamma.pk}")
+    assert len(resets.context["cl"].result_list) == 1
 
     other = admin_client.get(reverse("admin:usage_limits_tenant_change", args=[demo.epsilon.pk]))
     epsilon = other.content.decode().split("ul-feature-api_calls", 1)[1].split("</tr>", 1)[0]
