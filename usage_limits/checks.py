@@ -5,6 +5,8 @@ Each message has an id (``usage_limits.E001``...) and a hint saying what to writ
 
 from __future__ import annotations
 
+import os
+import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -48,6 +50,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_thresholds(raw)
     errors += _check_paths(raw)
     errors += _check_aliases(raw)
+    errors += _check_reset_key(raw)
     return errors
 
 
@@ -308,3 +311,33 @@ def _check_aliases(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+# The reset endpoint's key should resist guessing: 32 characters of secrets.token_urlsafe().
+MIN_RESET_KEY_LENGTH = 32
+
+
+def _check_reset_key(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    name = raw.get("RESET_API_KEY_ENV", DEFAULTS["RESET_API_KEY_ENV"])
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return [
+            _error(
+                40,
+                f"USAGE_LIMITS['RESET_API_KEY_ENV'] = {name!r} is not the name of an "
+                "environment variable.",
+                "Name the variable that holds the key, e.g. 'USAGE_LIMITS_RESET_API_KEY'; never "
+                "put the key itself in settings.",
+            )
+        ]
+    key = os.environ.get(name, "").strip()
+    if key and len(key) < MIN_RESET_KEY_LENGTH:
+        return [
+            Warning(
+                f"${name} (the key of POST /usage/reset-expired/) is shorter than "
+                f"{MIN_RESET_KEY_LENGTH} characters.",
+                hint='Generate one with: python -c "import secrets; '
+                'print(secrets.token_urlsafe(32))"',
+                id="usage_limits.W040",
+            )
+        ]
+    return []

@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     # usage warnings (signals and callbacks), each fired once per tenant, feature, period and level
     "WARNING_THRESHOLDS": [80, 100],
     "RESET_MODE": "lazy",
+    # the environment variable that holds the key of POST /usage/reset-expired/ (scheduled mode);
+    # the key itself never goes into settings files
+    "RESET_API_KEY_ENV": "USAGE_LIMITS_RESET_API_KEY",
     "PAST_DUE_GRACE_DAYS": 7,
     "STORE": "usage_limits.backends.database.DatabaseStore",
     # the database alias the counters are written through (see docs/architecture.md)
@@ -92,6 +95,10 @@ class UsageLimitsSettings:
     @property
     def RESET_MODE(self) -> str:
         return str(self.get("RESET_MODE"))
+
+    @property
+    def RESET_API_KEY_ENV(self) -> str:
+        return str(self.get("RESET_API_KEY_ENV"))
 
     @property
     def PAST_DUE_GRACE_DAYS(self) -> int:

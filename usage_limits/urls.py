@@ -1,0 +1,13 @@
+"""The app's URLs: ``path("usage/", include("usage_limits.urls"))``."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from usage_limits.scheduling import reset_expired_view
+
+app_name = "usage_limits"
+
+urlpatterns = [
+    path("reset-expired/", reset_expired_view, name="reset_expired"),
+]
