@@ -1,17 +1,20 @@
 """The app's settings, read from ``settings.USAGE_LIMITS`` at call time.
 
-Every property reads the Django setting again, so ``override_settings`` and
-``django.test.override_settings(USAGE_LIMITS=...)`` take effect at once. Values are validated at
-start-up by :mod:`usage_limits.checks`; the properties here assume the checks passed and only
-apply defaults.
+The setting is looked up once and remembered until Django's ``setting_changed`` signal says it
+changed (``override_settings`` and pytest-django's ``settings`` fixture send it), so tests see
+new values at once while the enforcement path does not pay for a settings lookup per property.
+Values are validated at start-up by :mod:`usage_limits.checks`; the properties here assume the
+checks passed and only apply defaults.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # feature name -> {"kind": "metered" | "allocation" | "boolean", "period": ..., "label": ...}
@@ -39,9 +42,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+@functools.cache
 def _user_settings() -> Mapping[str, Any]:
     value = getattr(settings, "USAGE_LIMITS", {})
     return value if isinstance(value, Mapping) else {}
+
+
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting == "USAGE_LIMITS":
+        _user_settings.cache_clear()
+
+
+setting_changed.connect(_forget_settings, dispatch_uid="usage_limits_conf_changed")
 
 
 class UsageLimitsSettings:

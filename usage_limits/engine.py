@@ -71,7 +71,24 @@ def period_for(rules: TenantRules, rule: FeatureRule, now: datetime | None = Non
     if rules.reset_mode == ResetMode.SCHEDULED and rules.counting_since is not None:
         # The period stays open until the reset job moves ``counting_since`` on.
         now = rules.counting_since
-    return period_containing(rule.period, now, tz=conf.TIME_ZONE, anchor=rules.billing_anchor)
+    return _period_containing(rule.period, now, conf.TIME_ZONE, rules.billing_anchor)
+
+
+# The last period computed per (name, time zone, anchor): almost every call falls in it, and
+# reusing it spares the time-zone arithmetic on the enforcement path.
+_recent_periods: dict[tuple[str, str, datetime | None], Period] = {}
+
+
+def _period_containing(name: str, now: datetime, tz: str, anchor: datetime) -> Period:
+    memo_key = (name, tz, anchor if name == "billing_monthly" else None)
+    period = _recent_periods.get(memo_key)
+    if period is not None and period.contains(now):
+        return period
+    period = period_containing(name, now, tz=tz, anchor=anchor)
+    if len(_recent_periods) > 10_000:
+        _recent_periods.clear()
+    _recent_periods[memo_key] = period
+    return period
 
 
 def _resolve(tenant: TenantRef, feature: str) -> tuple[TenantRules, FeatureRule]:
