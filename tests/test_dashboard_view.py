@@ -74,7 +74,7 @@ def test_the_page_shows_plan_meters_reset_flags_and_the_upgrade_call(
     assert 'data-feature="api_calls" data-level="amber"' in html
     assert 'data-feature="projects" data-level="ok"' in html
     assert 'data-feature="seats" data-level="ok"' in html
-    assert "You have used 70% of your API calls." in html
+    assert "API calls: 70% of your plan&#x27;s limit used." in html
     assert '<a class="ul-button" href="/pricing/">' in html
     assert 'class="ul-flag ul-flag--excluded" data-feature="advanced_analytics"' in html
     assert "API calls, last 30 days" in html

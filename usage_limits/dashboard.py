@@ -85,7 +85,7 @@ class Dashboard:
             return ""
         worst = warnings[0]
         if len(warnings) == 1:
-            return _("You have used %(percent)s of your %(feature)s.") % {
+            return _("%(feature)s: %(percent)s of your plan's limit used.") % {
                 "percent": worst.percent_text,
                 "feature": worst.label,
             }

@@ -9,17 +9,19 @@ is read once however many meters the page shows.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import template
 from django.http import HttpRequest
+from django.utils import timezone
 
 from usage_limits import engine
 from usage_limits.charts import history_chart
 from usage_limits.dashboard import FeatureFlag, build_dashboard, range_links
 from usage_limits.exceptions import UnknownFeature
 from usage_limits.history import DEFAULT_DAYS, clamp_days, usage_history
-from usage_limits.meters import build_meter
+from usage_limits.meters import build_meter, time_until
 from usage_limits.models import FeatureKind, Tenant
 from usage_limits.results import TenantUsage
 from usage_limits.rules import known_features
@@ -114,6 +116,12 @@ def has_feature(tenant: Tenant | int, feature: str) -> bool:
 def has_feature_filter(tenant: Tenant | int, feature: str) -> bool:
     """``{% if tenant|has_feature:"advanced_analytics" %}``"""
     return engine.has_feature(tenant, feature)
+
+
+@register.filter(name="time_until")
+def time_until_filter(moment: datetime | None) -> str:
+    """``{{ decision.resets_at|time_until }}`` -> "9 days" (rounded up; "" for ``None``)."""
+    return "" if moment is None else time_until(moment, timezone.now())
 
 
 @register.filter
