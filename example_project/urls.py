@@ -15,6 +15,7 @@ urlpatterns = [
     path("usage/", include("usage_limits.urls")),
     # this site's account page with the app's template tags, and the quota demo
     path("account/", quota_demo.account, name="account"),
+    path("pricing/", quota_demo.pricing, name="pricing"),
     path("demo/", quota_demo.demo, name="demo"),
     path("demo/call/", quota_demo.demo_call, name="demo-call"),
 ]

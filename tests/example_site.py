@@ -10,7 +10,6 @@ from django.core.management import call_command
 from example_project import settings as example_settings
 
 REPO = Path(__file__).resolve().parent.parent
-UPGRADE_URL = "/account/"
 
 
 def use_example_site(settings: Any) -> None:
@@ -22,7 +21,7 @@ def use_example_site(settings: Any) -> None:
     settings.STATICFILES_DIRS = [REPO / "static"]
     settings.LOGIN_URL = "login"
     settings.LOGIN_REDIRECT_URL = "home"
-    settings.USAGE_LIMITS = {**example_settings.USAGE_LIMITS, "UPGRADE_URL": UPGRADE_URL}
+    settings.USAGE_LIMITS = example_settings.USAGE_LIMITS
 
 
 def load_demo_data() -> None:

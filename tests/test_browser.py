@@ -175,7 +175,7 @@ def test_the_demo_button_fills_the_meter_until_the_limit_page(browser: Browser, 
     assert seen == ["ok", "ok", "ok", "amber", "amber", "amber", "red", "red"]
     assert statuses == [302] * 7 + [429]
     assert page.locator("h1").inner_text() == "Limit reached"
-    assert page.get_by_role("link", name="Upgrade plan").get_attribute("href") == "/account/"
+    assert page.get_by_role("link", name="Upgrade plan").get_attribute("href") == "/pricing/"
     page.screenshot(path=ARTIFACTS / "limit-reached-390.png", full_page=True)
     acme = Tenant.objects.get(slug="acme")
     assert UsageRecord.objects.get(tenant=acme, feature="api_calls").used == 100

@@ -43,7 +43,7 @@ def test_the_demo_endpoint_counts_until_the_limit_then_answers_429(free: Client)
     # a single call still fits nowhere; the page offers the upgrade
     response = free.post("/demo/call/", {"quantity": "1"})
     assert response.status_code == 429
-    assert b'href="/account/"' in response.content
+    assert b'href="/pricing/"' in response.content
 
 
 def test_the_demo_refuses_get_and_odd_quantities(free: Client) -> None:
@@ -51,3 +51,12 @@ def test_the_demo_refuses_get_and_odd_quantities(free: Client) -> None:
     free.post("/demo/call/", {"quantity": "1000"})  # treated as 1
     acme = Tenant.objects.get(slug="acme")
     assert UsageRecord.objects.get(tenant=acme, feature="api_calls").used == 31
+
+
+def test_the_upgrade_button_leads_to_the_plans(free: Client) -> None:
+    html = free.get("/usage/").content.decode()
+    assert '<a class="ul-button" href="/pricing/">' in html  # the free seat is used up: red
+    html = free.get("/pricing/").content.decode()
+    assert 'Free <span class="badge yes">Your plan</span>' in html
+    assert "1\u00a0GB" in html
+    assert "100 / month" in html

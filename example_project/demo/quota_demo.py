@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 import usage_limits
 from usage_limits.conf import conf
-from usage_limits.models import Tenant
+from usage_limits.models import Plan, Tenant
 from usage_limits.responses import LIMIT_REACHED_MESSAGE, ratelimit_headers, status_code
 
 DEMO_FEATURE = "api_calls"
@@ -26,6 +26,21 @@ QUANTITIES = (1, 10)
 def _tenant(request: HttpRequest) -> Tenant | None:
     tenant: Tenant | None = import_string(conf.TENANT_RESOLVER)(request)
     return tenant
+
+
+def pricing(request: HttpRequest) -> HttpResponse:
+    """The plans side by side: where ``USAGE_LIMITS["UPGRADE_URL"]`` points in this example."""
+    plans = list(Plan.objects.filter(is_public=True).prefetch_related("limits"))
+    current = _tenant(request) if request.user.is_authenticated else None
+    rows = []
+    for feature, spec in conf.FEATURES.items():
+        cells = []
+        for plan in plans:
+            limit = next((item for item in plan.limits.all() if item.feature == feature), None)
+            cells.append(limit)
+        rows.append({"feature": feature, "label": spec.get("label", feature), "cells": cells})
+    context = {"plans": plans, "rows": rows, "current_plan_id": current and current.plan_id}
+    return render(request, "pricing.html", context)
 
 
 @login_required
