@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from django.core.management import call_command
 
-from example_project import settings as example_settings
-
 REPO = Path(__file__).resolve().parent.parent
+
+
+def example_usage_limits() -> dict[str, Any]:
+    """The example project's ``USAGE_LIMITS``, read without letting its settings module touch
+    this process's environment (it reads ``DATABASE_URL`` and an optional ``.env`` file)."""
+    with mock.patch.dict(os.environ):
+        os.environ.pop("DATABASE_URL", None)
+        module = importlib.import_module("example_project.settings")
+    limits: dict[str, Any] = module.USAGE_LIMITS
+    return limits
 
 
 def use_example_site(settings: Any) -> None:
@@ -21,7 +32,7 @@ def use_example_site(settings: Any) -> None:
     settings.STATICFILES_DIRS = [REPO / "static"]
     settings.LOGIN_URL = "login"
     settings.LOGIN_REDIRECT_URL = "home"
-    settings.USAGE_LIMITS = example_settings.USAGE_LIMITS
+    settings.USAGE_LIMITS = example_usage_limits()
 
 
 def load_demo_data() -> None:
