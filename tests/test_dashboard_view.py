@@ -133,3 +133,10 @@ def test_the_page_costs_the_same_queries_whatever_the_number_of_features(
     with django_assert_num_queries(9):
         response = client.get("/usage/")
     assert response.content.decode().count('role="progressbar"') == feature_count
+
+
+def test_with_history_off_the_page_shows_no_stale_chart(tenant: Tenant, settings: Any) -> None:
+    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "HISTORY": False}
+    html = signed_in(tenant).get("/usage/").content.decode()
+    assert "ul-history" not in html
+    assert 'data-feature="api_calls"' in html

@@ -335,3 +335,14 @@ def test_has_feature_tag_and_filter(acme: Tenant, db: None) -> None:
     assert render(source, tenant=acme) == "True False yes"
     with pytest.raises(UnknownFeature):  # a typo is an error, not a feature nobody has
         render('{% has_feature tenant "advanced_analytic" as x %}', tenant=acme)
+
+
+def test_without_a_tenant_the_tags_render_nothing() -> None:
+    html = render(
+        '{% usage_meter tenant "api_calls" %}{% usage_dashboard tenant %}'
+        '{% usage_history_chart tenant "api_calls" %}'
+        '{% has_feature tenant "seats" as seats %}{{ seats }}'
+        '{% if tenant|has_feature:"seats" %}never{% endif %}',
+        tenant=None,
+    )
+    assert html.strip() == "False"

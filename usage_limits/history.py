@@ -21,7 +21,7 @@ from usage_limits.engine import TenantRef
 from usage_limits.exceptions import WrongFeatureKind
 from usage_limits.levels import Level, usage_level
 from usage_limits.models import FeatureKind
-from usage_limits.periods import period_containing
+from usage_limits.periods import Period, period_containing
 from usage_limits.rules import tenant_rules
 from usage_limits.units import feature_unit
 
@@ -94,14 +94,19 @@ def usage_history(
     first = last - timedelta(days=clamp_days(days) - 1)
     zone = ZoneInfo(conf.TIME_ZONE)
 
+    known: list[Period] = []  # the last period found: consecutive days mostly share it
+
     def period_start(day: date) -> date | None:
         if rule.period is None:
             return None
         # A day belongs to the period its first instant falls in (billing-anchored periods may
         # start mid-day; the day goes to the period that was running when it began).
         moment = datetime.combine(day, time.min, tzinfo=zone)
-        period = period_containing(rule.period, moment, tz=zone, anchor=rules.billing_anchor)
-        return max(period.start.astimezone(zone).date(), day - timedelta(days=MAX_DAYS))
+        if not (known and known[0].contains(moment)):
+            known[:] = [
+                period_containing(rule.period, moment, tz=zone, anchor=rules.billing_anchor)
+            ]
+        return max(known[0].start.astimezone(zone).date(), day - timedelta(days=MAX_DAYS))
 
     # Read from the start of the first day's period, so its running total is right.
     read_from = min(first, period_start(first) or first)

@@ -42,7 +42,9 @@ class UsageDashboardView(LoginRequiredMixin, View):
         context: dict[str, Any] = {"dashboard": dashboard, "tenant": tenant}
         # Metered features only: their history adds up against a period's limit. (The tag can
         # chart an allocation's daily additions, which a usage page rarely needs.)
-        charted = dashboard.metered
+        # With history off nothing new is recorded, so the page shows no chart rather than a
+        # stale one.
+        charted = dashboard.metered if conf.HISTORY else []
         if charted:
             names = [m.feature for m in charted]
             asked = request.GET.get("feature", "")

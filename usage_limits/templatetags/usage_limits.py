@@ -50,13 +50,15 @@ def _request(context: template.Context) -> HttpRequest | None:
 
 @register.inclusion_tag("usage_limits/includes/meter.html", takes_context=True)
 def usage_meter(
-    context: template.Context, tenant: Tenant | int | TenantUsage, feature: str
+    context: template.Context, tenant: Tenant | int | TenantUsage | None, feature: str
 ) -> dict[str, Any]:
     """``{% usage_meter tenant "api_calls" %}``: one feature's meter.
 
     Renders nothing for a feature the tenant's plan does not include; a name no plan or setting
     knows raises :class:`~usage_limits.exceptions.UnknownFeature` (a typo should not pass silently).
     """
+    if tenant is None:  # no tenant resolved (an anonymous visitor): nothing to show
+        return {"meter": None}
     usage = _usage(context, tenant)
     try:
         feature_usage = usage.feature(feature)
@@ -72,9 +74,11 @@ def usage_meter(
 
 @register.inclusion_tag("usage_limits/includes/dashboard.html", takes_context=True)
 def usage_dashboard(
-    context: template.Context, tenant: Tenant | int | TenantUsage, heading_level: int = 2
+    context: template.Context, tenant: Tenant | int | TenantUsage | None, heading_level: int = 2
 ) -> dict[str, Any]:
     """``{% usage_dashboard tenant %}``: the plan, every meter, flags and the upgrade prompt."""
+    if tenant is None:
+        return {"dashboard": None}
     return {
         "dashboard": build_dashboard(_usage(context, tenant)),
         "heading_level": heading_level,
@@ -84,7 +88,7 @@ def usage_dashboard(
 @register.inclusion_tag("usage_limits/includes/history_chart.html", takes_context=True)
 def usage_history_chart(
     context: template.Context,
-    tenant: Tenant | int | TenantUsage,
+    tenant: Tenant | int | TenantUsage | None,
     feature: str,
     days: int = DEFAULT_DAYS,
     param: str = "days",
@@ -94,6 +98,8 @@ def usage_history_chart(
     ``?days=7`` (or the name given as ``param``) in the page's query string switches the range,
     which is what the chart's range links do.
     """
+    if tenant is None:
+        return {"chart": None}
     request = _request(context)
     default = clamp_days(days)
     asked = request.GET.get(param) if request is not None else None
@@ -107,15 +113,17 @@ def usage_history_chart(
 
 
 @register.simple_tag
-def has_feature(tenant: Tenant | int, feature: str) -> bool:
-    """``{% has_feature tenant "advanced_analytics" as analytics %}{% if analytics %}...``"""
-    return engine.has_feature(tenant, feature)
+def has_feature(tenant: Tenant | int | None, feature: str) -> bool:
+    """``{% has_feature tenant "advanced_analytics" as analytics %}{% if analytics %}...``
+
+    ``False`` without a tenant (an anonymous visitor)."""
+    return tenant is not None and engine.has_feature(tenant, feature)
 
 
 @register.filter(name="has_feature")
-def has_feature_filter(tenant: Tenant | int, feature: str) -> bool:
+def has_feature_filter(tenant: Tenant | int | None, feature: str) -> bool:
     """``{% if tenant|has_feature:"advanced_analytics" %}``"""
-    return engine.has_feature(tenant, feature)
+    return tenant is not None and engine.has_feature(tenant, feature)
 
 
 @register.filter(name="time_until")
