@@ -293,13 +293,13 @@ def test_usage_history_chart(acme: Tenant) -> None:
             <thead><tr><th scope="col">Day</th><th scope="col">Used that day</th>
               <th scope="col">Used in the period so far</th></tr></thead>
             <tbody>
-              <tr><th scope="row"><time datetime="2026-03-22">Sun 22 Mar 2026</time></th><td>300</td><td>1,100</td></tr>
-              <tr><th scope="row"><time datetime="2026-03-21">Sat 21 Mar 2026</time></th><td>0</td><td>800</td></tr>
-              <tr><th scope="row"><time datetime="2026-03-20">Fri 20 Mar 2026</time></th><td>500</td><td>800</td></tr>
-              <tr><th scope="row"><time datetime="2026-03-19">Thu 19 Mar 2026</time></th><td>0</td><td>300</td></tr>
-              <tr><th scope="row"><time datetime="2026-03-18">Wed 18 Mar 2026</time></th><td>0</td><td>300</td></tr>
-              <tr><th scope="row"><time datetime="2026-03-17">Tue 17 Mar 2026</time></th><td>0</td><td>300</td></tr>
-              <tr><th scope="row"><time datetime="2026-03-16">Mon 16 Mar 2026</time></th><td>300</td><td>300</td></tr>
+              <tr><th scope="row"><time datetime="2026-03-22">Sun 22 Mar</time></th><td>300</td><td>1,100</td></tr>
+              <tr><th scope="row"><time datetime="2026-03-21">Sat 21 Mar</time></th><td>0</td><td>800</td></tr>
+              <tr><th scope="row"><time datetime="2026-03-20">Fri 20 Mar</time></th><td>500</td><td>800</td></tr>
+              <tr><th scope="row"><time datetime="2026-03-19">Thu 19 Mar</time></th><td>0</td><td>300</td></tr>
+              <tr><th scope="row"><time datetime="2026-03-18">Wed 18 Mar</time></th><td>0</td><td>300</td></tr>
+              <tr><th scope="row"><time datetime="2026-03-17">Tue 17 Mar</time></th><td>0</td><td>300</td></tr>
+              <tr><th scope="row"><time datetime="2026-03-16">Mon 16 Mar</time></th><td>300</td><td>300</td></tr>
             </tbody>
           </table>
         </div>

@@ -195,7 +195,8 @@ def history_chart(history: UsageHistory, *, dom_id: str = "") -> HistoryChart:
     rows = [
         ChartRow(
             day=d.day,
-            day_label=date_format(d.day, "D j M Y"),
+            # the year is in the <time> element's datetime; a phone's column stays narrow
+            day_label=date_format(d.day, "D j M"),
             used=exact_quantity(d.used, history.unit),
             period_used=exact_quantity(d.period_used, history.unit),
         )
