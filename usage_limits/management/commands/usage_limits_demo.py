@@ -81,7 +81,8 @@ class Command(BaseCommand):
     help = (
         "Create demo data: the declared plans, a superuser admin/admin and three tenants "
         "(Free, Starter, Pro) with users free/free, starter/starter, pro/pro, at about 30, 70 "
-        "and 95 % of their limits. Idempotent. Never run it against a real database."
+        "and 95 % of their limits, with 90 days of daily history for the metered features. "
+        "Idempotent. Never run it against a real database."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
