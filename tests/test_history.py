@@ -131,3 +131,21 @@ def test_plausible_history_adds_up() -> None:
     assert sum(daily.values()) == 700
     assert len(daily) == 21
     assert daily == plausible_history(700, dt.date(2026, 3, 1), dt.date(2026, 3, 21), seed="x")
+
+
+def test_pruning_keeps_the_last_days_and_deletes_in_batches(tenant: Tenant) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from usage_limits.models import UsageDailyBucket
+
+    record_history(tenant, "api_calls", {MARCH_3 - dt.timedelta(days=n): 1 for n in range(10)})
+    with time_machine.travel(dt.datetime(2026, 3, 3, 12, tzinfo=dt.UTC), tick=False):
+        out = StringIO()
+        call_command("usage_limits_prune_history", keep_days=4, batch_size=2, stdout=out)
+    assert "Deleted 6 daily usage rows older than 4 days." in out.getvalue()
+    days = sorted(UsageDailyBucket.objects.values_list("day", flat=True))
+    assert days == [MARCH_3 - dt.timedelta(days=n) for n in (3, 2, 1, 0)]
+    with pytest.raises(CommandError):
+        call_command("usage_limits_prune_history", keep_days=0)

@@ -20,7 +20,7 @@ from usage_limits.conf import conf
 from usage_limits.engine import TenantRef
 from usage_limits.exceptions import WrongFeatureKind
 from usage_limits.levels import Level, usage_level
-from usage_limits.models import FeatureKind
+from usage_limits.models import FeatureKind, UsageDailyBucket
 from usage_limits.periods import Period, period_containing
 from usage_limits.rules import tenant_rules
 from usage_limits.units import feature_unit
@@ -138,3 +138,22 @@ def usage_history(
         period=rule.period,
         days=result,
     )
+
+
+def prune_history(keep_days: int, *, today: date | None = None, batch_size: int = 5_000) -> int:
+    """Delete daily buckets older than ``keep_days`` days; return how many were deleted.
+
+    In batches, each its own short transaction, so pruning a large table never holds locks for
+    long or builds one huge transaction.
+    """
+    if keep_days < 1:
+        raise ValueError("keep_days must be at least 1.")
+    cutoff = (today or usage_day()) - timedelta(days=keep_days - 1)
+    old = UsageDailyBucket.objects.using(conf.DATABASE_ALIAS).filter(day__lt=cutoff)
+    deleted = 0
+    while True:
+        ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        count, _ = UsageDailyBucket.objects.using(conf.DATABASE_ALIAS).filter(id__in=ids).delete()
+        deleted += count
