@@ -35,6 +35,7 @@ def fresh_tables() -> None:
             "usage_limits_usagealert",
             "usage_limits_usageevent",
             "usage_limits_usagereset",
+            "usage_limits_usagedailybucket",
             "usage_limits_usagerecord",
             "usage_limits_tenantlimitoverride",
             "usage_limits_tenantmembership",

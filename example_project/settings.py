@@ -112,6 +112,8 @@ STATIC_ROOT = BASE_DIR / "static_root"
 GIB = 1024**3
 
 USAGE_LIMITS = {
+    # where the dashboard's "Upgrade plan" button leads
+    "UPGRADE_URL": "/pricing/",
     "FEATURES": {
         "api_calls": {"kind": "metered", "period": "monthly", "label": "API calls"},
         "projects": {"kind": "allocation", "label": "Projects"},

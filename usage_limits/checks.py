@@ -19,6 +19,7 @@ from usage_limits.conf import DEFAULTS
 from usage_limits.models import UNLIMITED, FeatureKind, ResetMode
 from usage_limits.periods import PERIOD_NAMES
 from usage_limits.plans import declared_kind, plan_limits_mapping
+from usage_limits.units import UNITS
 
 KINDS = tuple(FeatureKind.values)
 RESET_MODES = tuple(ResetMode.values)
@@ -51,6 +52,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_paths(raw)
     errors += _check_aliases(raw)
     errors += _check_reset_key(raw)
+    errors += _check_dashboard(raw)
     return errors
 
 
@@ -341,3 +343,38 @@ def _check_reset_key(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def _check_dashboard(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """History, feature units and the upgrade link (the dashboard's settings)."""
+    errors: list[CheckMessage] = []
+    history = raw.get("HISTORY", DEFAULTS["HISTORY"])
+    if not isinstance(history, bool):
+        errors.append(
+            _error(
+                50,
+                f"USAGE_LIMITS['HISTORY'] = {history!r} must be True or False.",
+                "True keeps daily usage for the history chart; False skips that write.",
+            )
+        )
+    features = raw.get("FEATURES", {})
+    for name, spec in features.items() if isinstance(features, Mapping) else ():
+        unit = spec.get("unit") if isinstance(spec, Mapping) else None
+        if unit is not None and unit not in UNITS:
+            errors.append(
+                _error(
+                    51,
+                    f"Feature {name!r} has unknown unit {unit!r}.",
+                    f"Use one of: {', '.join(UNITS)} (or leave 'unit' out for plain counts).",
+                )
+            )
+    upgrade_url = raw.get("UPGRADE_URL", DEFAULTS["UPGRADE_URL"])
+    if upgrade_url is not None and (not isinstance(upgrade_url, str) or not upgrade_url):
+        errors.append(
+            _error(
+                52,
+                f"USAGE_LIMITS['UPGRADE_URL'] = {upgrade_url!r} must be a URL or None.",
+                'e.g. "/billing/plans/" or "https://example.com/pricing"',
+            )
+        )
+    return errors

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_TIMEOUT": 300,
     "TENANT_RESOLVER": "usage_limits.tenancy.resolve_tenant_from_membership",
     "UPGRADE_URL": None,
+    # keep daily usage per tenant and feature for the history chart (one more write per change,
+    # folded into the counter's statement on PostgreSQL; see docs/dashboard.md)
+    "HISTORY": True,
 }
 
 
@@ -128,6 +131,10 @@ class UsageLimitsSettings:
     def UPGRADE_URL(self) -> str | None:
         value = self.get("UPGRADE_URL")
         return None if value is None else str(value)
+
+    @property
+    def HISTORY(self) -> bool:
+        return bool(self.get("HISTORY"))
 
 
 conf = UsageLimitsSettings()

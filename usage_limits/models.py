@@ -275,6 +275,37 @@ class UsageRecord(models.Model):
         return f"{self.tenant} · {self.feature} · {self.period_key}: {self.used}"
 
 
+class UsageDailyBucket(models.Model):
+    """Usage counted on one day (a date in ``USAGE_LIMITS["TIME_ZONE"]``): the history chart's data.
+
+    Written by the store together with the counter (see :mod:`usage_limits.backends.base`), never
+    read on the enforcement path. A reset leaves it alone: history records what was used, not what
+    the counter reads now.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="daily_usage", verbose_name=_("tenant")
+    )
+    feature = models.CharField(_("feature"), max_length=64)
+    day = models.DateField(_("day"))
+    used = models.BigIntegerField(_("used"), default=0)
+
+    class Meta:
+        ordering = ["-day", "tenant", "feature"]
+        verbose_name = _("daily usage")
+        verbose_name_plural = _("daily usage")
+        constraints = [
+            # The upsert's conflict target, and the index the chart's range read goes through.
+            models.UniqueConstraint(
+                fields=["tenant", "feature", "day"], name="usage_limits_daily_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} · {self.feature} · {self.day:%Y-%m-%d}: {self.used}"
+
+
 class UsageReset(models.Model):
     """Audit trail: every reset, by whom, when, and what the counter read before."""
 

@@ -3,6 +3,27 @@
 A store owns the counters and nothing else: it knows no plans, tenants or signals. Each method is
 one atomic operation in the store (one conditional statement, one Lua script); the engine never
 reads a counter, compares in Python and writes it back.
+
+Daily history (``USAGE_LIMITS["HISTORY"]``, on by default)
+-----------------------------------------------------------
+While history is on, a store also keeps one bucket per tenant, feature and day
+(:class:`~usage_limits.models.UsageDailyBucket`) that the history chart reads. The rules every
+store keeps, whatever it is built on:
+
+* ``consume`` that applies, and ``increment``, add ``quantity`` to the bucket of
+  ``(key.tenant_id, key.feature, usage_day())`` in the same atomic unit as the counter change
+  (the same statement or transaction, the same Lua script). A denied ``consume`` writes nothing.
+* ``refund`` subtracts what it actually gave back (``before - after``) from today's bucket, never
+  below zero; with no bucket for today it writes nothing (the usage was on an earlier day).
+* ``set`` and ``reset`` write no bucket: assigning a level or starting a counter again is not
+  usage, and a reset must not erase history.
+* The day is :func:`usage_day`: today's date in ``USAGE_LIMITS["TIME_ZONE"]``, the zone periods
+  are computed in, so a day never straddles two calendar periods.
+* Buckets are read through :meth:`UsageStore.daily_usage`. The default reads the database table;
+  a store that keeps buckets elsewhere (in Redis until a flush) overrides it.
+
+With history off, stores write no bucket and :meth:`UsageStore.daily_usage` keeps answering with
+what was recorded before.
 """
 
 from __future__ import annotations
@@ -10,8 +31,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
+from django.utils import timezone
+
+from usage_limits.conf import conf
 from usage_limits.periods import Period
+
+
+def usage_day(now: datetime | None = None) -> date:
+    """The day a change made at ``now`` is counted on: a date in ``USAGE_LIMITS["TIME_ZONE"]``."""
+    return timezone.localdate(now or timezone.now(), timezone=ZoneInfo(conf.TIME_ZONE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +94,15 @@ class UsageStore(ABC):
     def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
         """Current values of several counters; stores override this with one round trip."""
         return {key: self.get(key) for key in keys}
+
+    def daily_usage(self, tenant_id: int, feature: str, first: date, last: date) -> dict[date, int]:
+        """Usage per day from ``first`` to ``last`` (inclusive); days without usage are absent.
+
+        One query whatever the range, through the bucket table's unique index.
+        """
+        from usage_limits.models import UsageDailyBucket
+
+        rows = UsageDailyBucket.objects.using(conf.DATABASE_ALIAS).filter(
+            tenant_id=tenant_id, feature=feature, day__range=(first, last)
+        )
+        return {day: int(used) for day, used in rows.values_list("day", "used") if used}

@@ -10,6 +10,11 @@ connection named by ``USAGE_LIMITS["DATABASE_ALIAS"]``:
   the server send the new value back in the statement's OK packet (``cursor.lastrowid``), and the
   matched-row count says whether the guard passed.
 
+Daily history (``USAGE_LIMITS["HISTORY"]``) is kept by the same unit of work: on PostgreSQL the
+guarded UPDATE's ``RETURNING`` feeds an ``INSERT ... ON CONFLICT DO UPDATE`` into today's bucket in
+a data-modifying CTE, so it is still one statement; on SQLite and MariaDB the bucket's upsert is a
+second statement in the same transaction, run only when the UPDATE applied.
+
 The period's row is created only when the UPDATE matched nothing (an insert that ignores a
 conflicting concurrent insert, then the UPDATE again), so a steady-state call burns no sequence
 values. Rarely-used operations (refund, set, reset) lock the row inside a transaction and compute
@@ -19,8 +24,9 @@ the new value in SQL.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import reduce
 from operator import or_
 from typing import Any
@@ -30,9 +36,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
-from usage_limits.backends.base import CounterChange, CounterKey, UsageStore
+from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
 from usage_limits.conf import conf
-from usage_limits.models import UsageRecord
+from usage_limits.models import UsageDailyBucket, UsageRecord
 
 # A guarded UPDATE that loses a race with the period row's creation is retried this often.
 _MAX_ATTEMPTS = 5
@@ -50,6 +56,15 @@ class _Statements:
     touch: str | None  # SQLite: take the write lock before reading (see _locked_change)
     subtract: str
     assign: str
+    # history: add to / take from today's bucket
+    bucket_add: str
+    bucket_subtract: str
+    # PostgreSQL only: the hot-path statements with the bucket's upsert folded in
+    guarded_add_with_history: str | None = None
+    add_with_history: str | None = None
+
+
+_BUCKET_WHERE = "tenant_id = %s AND feature = %s AND day = %s"
 
 
 def _statements(connection: BaseDatabaseWrapper) -> _Statements:
@@ -64,6 +79,16 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     )
     assign = f"UPDATE {table} SET used = %s, updated_at = %s WHERE {_KEY_WHERE}"
     read = f"SELECT used FROM {table} WHERE {_KEY_WHERE}"
+    bucket = connection.ops.quote_name(UsageDailyBucket._meta.db_table)
+    bucket_columns = "tenant_id, feature, day, used"
+    bucket_subtract = (
+        f"UPDATE {bucket} SET used = CASE WHEN used > %s THEN used - %s ELSE 0 END "
+        f"WHERE {_BUCKET_WHERE}"
+    )
+    bucket_upsert = (
+        f"INSERT INTO {bucket} ({bucket_columns}) {{values}} "
+        f"ON CONFLICT (tenant_id, feature, day) DO UPDATE SET used = {bucket}.used + EXCLUDED.used"
+    )
     if vendor == "mysql":
         return _Statements(
             guarded_add=(
@@ -84,6 +109,11 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
             touch=None,
             subtract=subtract,
             assign=assign,
+            bucket_add=(
+                f"INSERT INTO {bucket} ({bucket_columns}) VALUES (%s, %s, %s, %s) "
+                "ON DUPLICATE KEY UPDATE used = used + VALUES(used)"
+            ),
+            bucket_subtract=bucket_subtract,
         )
     insert_missing = (
         f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s, %s) "
@@ -91,12 +121,27 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     )
     add = f"UPDATE {table} SET used = used + %s, updated_at = %s WHERE {_KEY_WHERE} RETURNING used"
     if vendor == "postgresql":
-        guarded_add = (
-            f"WITH changed AS (UPDATE {table} SET used = used + %s, updated_at = %s "
-            f"WHERE {_KEY_WHERE} AND used + %s <= %s RETURNING used) "
+        guarded_update = (
+            f"UPDATE {table} SET used = used + %s, updated_at = %s "
+            f"WHERE {_KEY_WHERE} AND used + %s <= %s RETURNING used, tenant_id, feature"
+        )
+        current_when_denied = (
             "SELECT used, 1 FROM changed UNION ALL "
             f"SELECT used, 0 FROM {table} WHERE {_KEY_WHERE} "
             "AND NOT EXISTS (SELECT 1 FROM changed)"
+        )
+        # A data-modifying CTE runs even though the final SELECT does not read it; it inserts
+        # one bucket row when ``changed`` has one (the guard passed) and nothing otherwise.
+        into_bucket = "bucket AS ({}) ".format(
+            bucket_upsert.format(
+                values="SELECT tenant_id, feature, CAST(%s AS date), CAST(%s AS bigint) "
+                "FROM changed"
+            )
+        )
+        guarded_add = f"WITH changed AS ({guarded_update}) {current_when_denied}"
+        add_returning = (
+            f"UPDATE {table} SET used = used + %s, updated_at = %s WHERE {_KEY_WHERE} "
+            "RETURNING used, tenant_id, feature"
         )
         return _Statements(
             guarded_add=guarded_add,
@@ -107,6 +152,14 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
             touch=None,
             subtract=subtract,
             assign=assign,
+            bucket_add=bucket_upsert.format(values="VALUES (%s, %s, %s, %s)"),
+            bucket_subtract=bucket_subtract,
+            guarded_add_with_history=(
+                f"WITH changed AS ({guarded_update}), {into_bucket}{current_when_denied}"
+            ),
+            add_with_history=(
+                f"WITH changed AS ({add_returning}), {into_bucket}SELECT used FROM changed"
+            ),
         )
     # SQLite (and any other vendor with UPDATE ... RETURNING and ON CONFLICT).
     return _Statements(
@@ -123,6 +176,8 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
         touch=f"UPDATE {table} SET updated_at = updated_at WHERE {_KEY_WHERE}",
         subtract=subtract,
         assign=assign,
+        bucket_add=bucket_upsert.format(values="VALUES (%s, %s, %s, %s)"),
+        bucket_subtract=bucket_subtract,
     )
 
 
@@ -154,10 +209,20 @@ class DatabaseStore(UsageStore):
         if limit is None:
             return self.increment(key, quantity)
         connection, sql = self._connection()
+        now = timezone.now()
+        history = _History.of(sql, now)
         value = 0
         with connection.cursor() as cursor:
             for _attempt in range(_MAX_ATTEMPTS):
-                result = self._guarded_add(connection, sql, cursor, key, quantity, limit)
+                # One transaction per attempt, and the period row's creation outside it: holding
+                # the counter's lock while inserting a missing row deadlocks InnoDB under
+                # concurrent first use.
+                with history.transaction(self.alias):
+                    result = self._guarded_add(
+                        connection, sql, cursor, key, quantity, limit, now, history
+                    )
+                    if result is not None and result[0]:
+                        history.add(connection, sql, cursor, key, quantity)
                 if result is None:
                     # First use of the period: create its row (a concurrent creator wins
                     # harmlessly) and run the guarded UPDATE again.
@@ -180,13 +245,19 @@ class DatabaseStore(UsageStore):
         key: CounterKey,
         quantity: int,
         limit: int,
+        now: datetime,
+        history: _History,
     ) -> tuple[bool, int] | None:
         """``(applied, value)``, or ``None`` when the period's row does not exist yet."""
         key_params = self._key_params(connection, key)
-        now = _db_datetime(connection, timezone.now())
-        params = [quantity, now, *key_params, quantity, limit]
+        params = [quantity, _db_datetime(connection, now), *key_params, quantity, limit]
         if connection.vendor == "postgresql":
-            cursor.execute(sql.guarded_add, [*params, *key_params])
+            if history.folded:
+                statement = sql.guarded_add_with_history
+                params += history.folded_params(quantity)
+            else:
+                statement = sql.guarded_add
+            cursor.execute(statement, [*params, *key_params])
             row = cursor.fetchone()
             return None if row is None else (bool(row[1]), int(row[0]))
         cursor.execute(sql.guarded_add, params)
@@ -203,14 +274,32 @@ class DatabaseStore(UsageStore):
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
         connection, sql = self._connection()
+        now = timezone.now()
+        history = _History.of(sql, now)
         with connection.cursor() as cursor:
-            after = self._add(connection, sql, cursor, key, quantity)
+            after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
             if after is None:
                 self._insert_missing(connection, sql, cursor, key)
-                after = self._add(connection, sql, cursor, key, quantity)
+                after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
         if after is None:  # pragma: no cover - the row was just inserted
             raise RuntimeError(f"usage record for {key} vanished")
         return CounterChange(applied=True, before=after - quantity, after=after)
+
+    def _counted_add(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: _Statements,
+        cursor: Any,
+        key: CounterKey,
+        quantity: int,
+        now: datetime,
+        history: _History,
+    ) -> int | None:
+        with history.transaction(self.alias):
+            after = self._add(connection, sql, cursor, key, quantity, now, history)
+            if after is not None:
+                history.add(connection, sql, cursor, key, quantity)
+        return after
 
     def _add(
         self,
@@ -219,13 +308,14 @@ class DatabaseStore(UsageStore):
         cursor: Any,
         key: CounterKey,
         quantity: int,
+        now: datetime,
+        history: _History,
     ) -> int | None:
-        params = [
-            quantity,
-            _db_datetime(connection, timezone.now()),
-            *self._key_params(connection, key),
-        ]
-        cursor.execute(sql.add, params)
+        params = [quantity, _db_datetime(connection, now), *self._key_params(connection, key)]
+        if history.folded and sql.add_with_history is not None:
+            cursor.execute(sql.add_with_history, [*params, *history.folded_params(quantity)])
+        else:
+            cursor.execute(sql.add, params)
         if connection.vendor == "mysql":
             return int(cursor.lastrowid) if cursor.rowcount == 1 else None
         row = cursor.fetchone()
@@ -256,11 +346,21 @@ class DatabaseStore(UsageStore):
         def change(
             connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, before: int
         ) -> int:
-            now = _db_datetime(connection, timezone.now())
+            now = timezone.now()
             cursor.execute(
-                sql.subtract, [quantity, quantity, now, *self._key_params(connection, key)]
+                sql.subtract,
+                [
+                    quantity,
+                    quantity,
+                    _db_datetime(connection, now),
+                    *self._key_params(connection, key),
+                ],
             )
-            return max(before - quantity, 0)
+            after = max(before - quantity, 0)
+            # Same transaction as the counter; takes back from today's bucket only what the
+            # counter gave back, and never below zero.
+            _History.of(sql, now).subtract(connection, sql, cursor, key, before - after)
+            return after
 
         return self._locked_change(key, change, create=False)
 
@@ -334,3 +434,63 @@ class DatabaseStore(UsageStore):
 def _db_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
     # The same conversion the ORM applies, so raw statements match rows the ORM wrote.
     return connection.ops.adapt_datetimefield_value(value)
+
+
+@dataclass(frozen=True)
+class _History:
+    """Whether and how a change writes today's bucket (see :mod:`usage_limits.backends.base`)."""
+
+    enabled: bool
+    day: date
+    folded: bool  # the bucket's upsert rides in the counter's own statement (PostgreSQL)
+
+    @classmethod
+    def of(cls, sql: _Statements, now: datetime) -> _History:
+        enabled = conf.HISTORY
+        folded = enabled and sql.guarded_add_with_history is not None
+        return cls(enabled=enabled, day=usage_day(now), folded=folded)
+
+    def transaction(self, alias: str) -> Any:
+        """The transaction that makes counter and bucket one unit, when they are two statements.
+
+        ``savepoint=False``: inside the caller's transaction this adds no SAVEPOINT round trips;
+        an error rolls the caller back too, which it would anyway.
+        """
+        if self.enabled and not self.folded:
+            return transaction.atomic(using=alias, savepoint=False)
+        return nullcontext()
+
+    def folded_params(self, quantity: int) -> list[Any]:
+        return [self.day, quantity]
+
+    def add(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: _Statements,
+        cursor: Any,
+        key: CounterKey,
+        quantity: int,
+    ) -> None:
+        if self.enabled and not self.folded:
+            cursor.execute(
+                sql.bucket_add,
+                [key.tenant_id, key.feature, _db_date(connection, self.day), quantity],
+            )
+
+    def subtract(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: _Statements,
+        cursor: Any,
+        key: CounterKey,
+        quantity: int,
+    ) -> None:
+        if self.enabled and quantity > 0:
+            day = _db_date(connection, self.day)
+            cursor.execute(
+                sql.bucket_subtract, [quantity, quantity, key.tenant_id, key.feature, day]
+            )
+
+
+def _db_date(connection: BaseDatabaseWrapper, value: date) -> Any:
+    return connection.ops.adapt_datefield_value(value)

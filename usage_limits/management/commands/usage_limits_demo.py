@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 
 from usage_limits.conf import conf
 from usage_limits.engine import get_usage, set_usage
 from usage_limits.models import FeatureKind, Plan, SubscriptionStatus, Tenant, TenantMembership
 from usage_limits.plans import sync_plans
 from usage_limits.results import FeatureUsage
+from usage_limits.testing.history import demo_history
 
 SUPERUSER = "admin"
 
@@ -78,7 +81,8 @@ class Command(BaseCommand):
     help = (
         "Create demo data: the declared plans, a superuser admin/admin and three tenants "
         "(Free, Starter, Pro) with users free/free, starter/starter, pro/pro, at about 30, 70 "
-        "and 95 % of their limits. Idempotent. Never run it against a real database."
+        "and 95 % of their limits, with 90 days of daily history for the metered features. "
+        "Idempotent. Never run it against a real database."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -165,6 +169,11 @@ class Command(BaseCommand):
             if feature.kind != FeatureKind.BOOLEAN:
                 value = demo_value(feature.feature, feature.kind, feature.limit, demo.percent)
                 set_usage(tenant, feature.feature, value)
+                if feature.kind == FeatureKind.METERED and feature.period is not None:
+                    # The history chart's days: this period's usage spread over its days so
+                    # far, and earlier periods before it.
+                    start = timezone.localdate(feature.period.start, ZoneInfo(conf.TIME_ZONE))
+                    demo_history(tenant, feature.feature, value, start, limit=feature.limit)
         self.stdout.write(
             f"\n{tenant.name} ({'created' if created else 'exists'}), plan {plan.code}, "
             f"user {self._credentials(demo.username, user_created)}"
