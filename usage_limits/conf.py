@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_TIMEOUT": 300,
     "TENANT_RESOLVER": "usage_limits.tenancy.resolve_tenant_from_membership",
     "UPGRADE_URL": None,
+    # Stripe reporting, webhooks and pricing (docs/billing.md); empty: billing is off
+    "BILLING": {},
 }
 
 
@@ -109,6 +111,20 @@ class UsageLimitsSettings:
     def UPGRADE_URL(self) -> str | None:
         value = self.get("UPGRADE_URL")
         return None if value is None else str(value)
+
+    @property
+    def BILLING(self) -> Mapping[str, Any]:
+        billing = self.get("BILLING")
+        return billing if isinstance(billing, Mapping) else {}
+
+    def stripe_meter(self, feature: str) -> str | None:
+        """The Stripe meter event name ``feature``'s usage is reported under, if it has one.
+
+        The engine asks this on every count, so it stays a couple of dictionary lookups.
+        """
+        meters = self.BILLING.get("METERS")
+        meter = meters.get(feature) if isinstance(meters, Mapping) else None
+        return str(meter) if meter else None
 
 
 conf = UsageLimitsSettings()
