@@ -190,6 +190,7 @@ class _Reporter:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.token = uuid.uuid4().hex
+        self.started = timezone.now()
         self.alias = conf.DATABASE_ALIAS
         self.consecutive_failures = 0
         self.stopped = ""
@@ -197,10 +198,12 @@ class _Reporter:
     # --- claim ------------------------------------------------------------------------------
 
     def claim(self, size: int) -> list[UsageEvent]:
-        now = timezone.now()
+        # Due as of the run's start: an event this run already tried and rescheduled waits for
+        # the next run, so one run tries each event at most once.
+        now = self.started
         lease = {
             "claimed_by": self.token,
-            "next_attempt_at": now + timedelta(seconds=billing_conf.LEASE_SECONDS),
+            "next_attempt_at": timezone.now() + timedelta(seconds=billing_conf.LEASE_SECONDS),
             "attempts": F("attempts") + 1,
         }
         events = UsageEvent.objects.using(self.alias)
@@ -208,14 +211,31 @@ class _Reporter:
         skip_locked = connection.features.has_select_for_update_skip_locked
         # Without SKIP LOCKED the guarded UPDATE is the claim; a transaction around a read and a
         # write would only invite "database is locked" on SQLite.
-        with transaction.atomic(using=self.alias) if skip_locked else nullcontext():
-            candidates = events.filter(ledger.due(now)).order_by("id")
-            if skip_locked:
-                candidates = candidates.select_for_update(skip_locked=True)
-            ids = list(candidates.values_list("id", flat=True)[:size])
-            if not ids:
-                return []
-            events.filter(ledger.due(now), id__in=ids).update(**lease)
+        seen: set[int] = set()
+        while True:
+            with transaction.atomic(using=self.alias) if skip_locked else nullcontext():
+                candidates = list(
+                    events.filter(ledger.due(now))
+                    .exclude(id__in=seen)
+                    .order_by("id")
+                    .values_list("id", flat=True)[:size]
+                )
+                if not candidates:
+                    return []
+                ids = candidates
+                if skip_locked:
+                    # Locked by primary key, apart from the search: a locking read that sorts
+                    # would lock every row it matched on MariaDB, not just the ones returned.
+                    ids = list(
+                        events.filter(ledger.due(now), id__in=candidates)
+                        .select_for_update(skip_locked=True)
+                        .values_list("id", flat=True)
+                    )
+                won = events.filter(ledger.due(now), id__in=ids).update(**lease) if ids else 0
+            if won:
+                break
+            # Another reporter claimed these first: look at the next ones.
+            seen.update(candidates)
         claimed = list(self._held().select_related("tenant"))
         earlier = {e.report_identifier for e in claimed if e.report_identifier}
         if earlier:
