@@ -23,7 +23,7 @@ def test_two_reporters_at_once_never_send_the_same_event(
     settings.USAGE_LIMITS = with_billing(
         METERS={"api_calls": "api_requests"}, API_BASE=billing.url, BATCH_SIZE=5
     )
-    billing.latency = 0.002
+    billing.latency = 0.005
     tenants = [TenantFactory(plan=free_plan, stripe_customer_id=f"cus_{i}") for i in range(4)]
     for i in range(160):
         increment_usage(tenants[i % 4], "api_calls")
