@@ -8,7 +8,6 @@ which events those are, when one is due, and which ``identifier`` Stripe dedupli
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.db.models import Q
@@ -26,11 +25,6 @@ MAX_IDENTIFIER_LENGTH = 100
 def meter_for(feature: str) -> str | None:
     """The Stripe meter event name ``feature`` is reported under, or ``None`` (not billed)."""
     return conf.stripe_meter(feature)
-
-
-def meters() -> Mapping[str, str]:
-    """Every billed feature and its meter event name."""
-    return billing_conf.METERS
 
 
 def due(now: datetime) -> Q:

@@ -25,7 +25,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,7 +102,6 @@ class ReportSummary:
     requests: int = 0
     batches: int = 0
     stopped: str = ""  # why the run ended early, if it did
-    errors: list[str] = field(default_factory=list)
 
     def add(self, batch: BatchReport) -> None:
         self.batches += 1
@@ -245,8 +244,10 @@ class _Reporter:
         return claimed
 
     def _held(self) -> Any:
-        return UsageEvent.objects.using(self.alias).filter(
-            claimed_by=self.token, report_state=UsageEvent.ReportState.PENDING
+        return (
+            UsageEvent.objects.using(self.alias)
+            .filter(claimed_by=self.token, report_state=UsageEvent.ReportState.PENDING)
+            .order_by("id")
         )
 
     def group(self, events: list[UsageEvent]) -> list[MeterEventGroup]:
