@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -206,31 +206,19 @@ class _Reporter:
             "attempts": F("attempts") + 1,
         }
         events = UsageEvent.objects.using(self.alias)
-        connection = connections[self.alias]
-        skip_locked = connection.features.has_select_for_update_skip_locked
-        # Without SKIP LOCKED the guarded UPDATE is the claim; a transaction around a read and a
-        # write would only invite "database is locked" on SQLite.
         seen: set[int] = set()
+        deadlocks = 0
         while True:
-            with transaction.atomic(using=self.alias) if skip_locked else nullcontext():
-                candidates = list(
-                    events.filter(ledger.due(now))
-                    .exclude(id__in=seen)
-                    .order_by("id")
-                    .values_list("id", flat=True)[:size]
-                )
-                if not candidates:
-                    return []
-                ids = candidates
-                if skip_locked:
-                    # Locked by primary key, apart from the search: a locking read that sorts
-                    # would lock every row it matched on MariaDB, not just the ones returned.
-                    ids = list(
-                        events.filter(ledger.due(now), id__in=candidates)
-                        .select_for_update(skip_locked=True)
-                        .values_list("id", flat=True)
-                    )
-                won = events.filter(ledger.due(now), id__in=ids).update(**lease) if ids else 0
+            try:
+                candidates, won = self._claim_next(now, size, seen, lease)
+            except OperationalError as exc:
+                # Two claims can still deadlock on MariaDB; a claim is safe to run again.
+                deadlocks += 1
+                if deadlocks > 3 or "deadlock" not in str(exc).lower():
+                    raise
+                continue
+            if not candidates:
+                return []
             if won:
                 break
             # Another reporter claimed these first: look at the next ones.
@@ -242,6 +230,35 @@ class _Reporter:
             events.filter(ledger.due(now), report_identifier__in=earlier).update(**lease)
             claimed = list(self._held().select_related("tenant"))
         return claimed
+
+    def _claim_next(
+        self, now: datetime, size: int, seen: set[int], lease: dict[str, Any]
+    ) -> tuple[list[int], int]:
+        """Try to lease the next ``size`` due events; returns the candidates and how many won."""
+        events = UsageEvent.objects.using(self.alias)
+        skip_locked = connections[self.alias].features.has_select_for_update_skip_locked
+        # Without SKIP LOCKED the guarded UPDATE alone is the claim; a transaction around a read
+        # and a write would only invite "database is locked" on SQLite.
+        with transaction.atomic(using=self.alias) if skip_locked else nullcontext():
+            candidates = list(
+                events.filter(ledger.due(now))
+                .exclude(id__in=seen)
+                .order_by("id")
+                .values_list("id", flat=True)[:size]
+            )
+            if not candidates:
+                return [], 0
+            if not skip_locked:
+                return candidates, events.filter(ledger.due(now), id__in=candidates).update(**lease)
+            # Locked by primary key, apart from the search: a locking read that sorts would lock
+            # every row it matched on MariaDB, not just the ones it returns.
+            ids = list(
+                events.filter(ledger.due(now), id__in=candidates)
+                .select_for_update(skip_locked=True)
+                .values_list("id", flat=True)
+            )
+            # Ours now: the update goes by primary key only, so it waits for no other row.
+            return candidates, events.filter(id__in=ids).update(**lease) if ids else 0
 
     def _held(self) -> Any:
         return (
