@@ -151,6 +151,9 @@ def report_pending(
 ) -> ReportSummary:
     """Send every due pending event (at most ``limit``) to Stripe; safe to run concurrently.
 
+    Each event is tried at most once per run; one that fails waits for its backoff and a later
+    run.
+
     Call it from a task runner (Celery beat, cron through ``usage_limits_report_stripe``) as often
     as you like. Returns a summary; does nothing when no API key is set.
     """
