@@ -287,3 +287,20 @@ def test_meter_events_carry_the_stripe_fields(billing: FakeStripe, customer: Ten
     assert request.value == "4"
     assert request.identifier == f"{customer.pk}-req-42"
     assert request.timestamp == int(moment.timestamp())
+
+
+def test_a_run_ends_even_while_usage_keeps_arriving(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, billing: FakeStripe, customer: Tenant
+) -> None:
+    billing_with(settings, billing, BATCH_SIZE=1)
+    increment_usage(customer, "api_calls")
+    deliver = reporter._Reporter.deliver
+
+    def deliver_while_busy(self: Any, group: Any) -> Any:
+        increment_usage(customer, "api_calls")  # every send, one more event arrives
+        return deliver(self, group)
+
+    monkeypatch.setattr(reporter._Reporter, "deliver", deliver_while_busy)
+    assert report_pending().sent == 1
+    assert report_pending().sent == 1
+    assert UsageEvent.objects.filter(report_state=State.PENDING).count() == 1

@@ -13,6 +13,7 @@ from django.test import Client
 from tests.billing.conftest import WEBHOOK_SECRET, with_billing
 from tests.concurrency import run_in_threads
 from usage_limits import consume
+from usage_limits.billing import webhooks
 from usage_limits.billing.testing import FakeStripe, sign_webhook, stripe_event
 from usage_limits.models import Plan, StripeWebhookEvent, SubscriptionStatus, Tenant
 from usage_limits.results import DenialReason
@@ -227,3 +228,19 @@ def test_the_same_event_delivered_twice_at_once_is_applied_once(
     outcomes = run_in_threads(4, lambda _: post(event).json()["outcome"])
     assert sorted(outcomes) == ["applied", "duplicate", "duplicate", "duplicate"]
     assert StripeWebhookEvent.objects.count() == 1
+
+
+def test_a_failing_handler_records_nothing_so_stripe_retries(
+    monkeypatch: pytest.MonkeyPatch, billing: FakeStripe, customer: Tenant
+) -> None:
+    def broken(*args: Any) -> str:
+        raise RuntimeError("database hiccup")
+
+    event = stripe_event("invoice.payment_failed", {"customer": "cus_A"}, event_id="evt_retry")
+    with monkeypatch.context() as patch:
+        patch.setitem(webhooks.HANDLERS, "invoice.payment_failed", broken)
+        assert post(event).status_code == 500
+    assert not StripeWebhookEvent.objects.exists()
+    assert post(event).json()["outcome"] == "applied"  # Stripe's retry goes through
+    customer.refresh_from_db()
+    assert customer.subscription_status == SubscriptionStatus.PAST_DUE

@@ -201,7 +201,8 @@ class _Reporter:
 
     def claim(self, size: int) -> list[UsageEvent]:
         # Due as of the run's start: an event this run already tried and rescheduled waits for
-        # the next run, so one run tries each event at most once.
+        # the next run, so one run tries each event at most once; events written since the run
+        # started wait too, so a run ends even while usage keeps arriving.
         now = self.started
         lease = {
             "claimed_by": self.token,
@@ -244,7 +245,7 @@ class _Reporter:
         # and a write would only invite "database is locked" on SQLite.
         with transaction.atomic(using=self.alias) if skip_locked else nullcontext():
             candidates = list(
-                events.filter(ledger.due(now))
+                events.filter(ledger.due(now), created_at__lte=now)
                 .exclude(id__in=seen)
                 .order_by("id")
                 .values_list("id", flat=True)[:size]
