@@ -20,9 +20,16 @@ import datetime as dt
 from dataclasses import dataclass
 
 import time_machine
+from django.utils import timezone
 
 from usage_limits import increment_usage, reset_usage, set_usage
-from usage_limits.models import Plan, SubscriptionStatus, Tenant
+from usage_limits.models import (
+    Plan,
+    StripeWebhookEvent,
+    SubscriptionStatus,
+    Tenant,
+    UsageEvent,
+)
 from usage_limits.testing.factories import (
     LimitOverrideFactory,
     MembershipFactory,
@@ -88,4 +95,23 @@ def build_demo(clock: time_machine.Coordinates) -> Demo:
     # An earlier operator reset, so the audit list has a row.
     increment_usage(tenants["gamma"], "projects", 1)
     reset_usage(tenants["gamma"], "projects", by=owner, reason="Cleanup after import")
+    # The billing ledger and the webhook log, so their admin pages have rows too.
+    UsageEvent.objects.create(
+        tenant=tenants["beta"],
+        feature="api_calls",
+        quantity=3,
+        idempotency_key="import-2026-03-14",
+        timestamp=timezone.now(),
+        period_key="2026-03",
+        report_state=UsageEvent.ReportState.FAILED,
+        last_error="tenant has no Stripe customer",
+    )
+    StripeWebhookEvent.objects.create(
+        event_id="evt_demo_1",
+        type="customer.subscription.updated",
+        customer_id="cus_demo",
+        tenant=tenants["beta"],
+        created=timezone.now(),
+        outcome=StripeWebhookEvent.Outcome.APPLIED,
+    )
     return Demo(free=free, pro=pro, **{slug: t for slug, t in tenants.items()})

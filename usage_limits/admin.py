@@ -743,3 +743,6 @@ __all__ = [
     "UsageRecordAdmin",
     "UsageResetAdmin",
 ]
+
+# The usage event ledger's admin (billing states, the retry action) lives with the billing code.
+from usage_limits.billing import admin as billing_admin  # noqa: E402, F401

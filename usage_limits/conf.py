@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     # keep daily usage per tenant and feature for the history chart (one more write per change,
     # folded into the counter's statement on PostgreSQL; see docs/dashboard.md)
     "HISTORY": True,
+    # Stripe reporting, webhooks and pricing (docs/billing.md); empty: billing is off
+    "BILLING": {},
 }
 
 
@@ -135,6 +137,20 @@ class UsageLimitsSettings:
     @property
     def HISTORY(self) -> bool:
         return bool(self.get("HISTORY"))
+
+    @property
+    def BILLING(self) -> Mapping[str, Any]:
+        billing = self.get("BILLING")
+        return billing if isinstance(billing, Mapping) else {}
+
+    def stripe_meter(self, feature: str) -> str | None:
+        """The Stripe meter event name ``feature``'s usage is reported under, if it has one.
+
+        The engine asks this on every count, so it stays a couple of dictionary lookups.
+        """
+        meters = self.BILLING.get("METERS")
+        meter = meters.get(feature) if isinstance(meters, Mapping) else None
+        return str(meter) if meter else None
 
 
 conf = UsageLimitsSettings()

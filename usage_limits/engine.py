@@ -8,6 +8,7 @@ after commit. It never reads a counter, compares in Python and writes it back.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -285,11 +286,16 @@ def _count(
     idempotency_key: str | None,
     metadata: Mapping[str, Any] | None,
 ) -> Decision:
-    if idempotency_key is None:
+    # A feature with a Stripe meter writes a ledger row with the counter; every other feature
+    # without an idempotency key stays one store statement.
+    billable = conf.stripe_meter(rule.feature) is not None
+    if idempotency_key is None and not billable:
         change: CounterChange = apply()
+    elif idempotency_key is None:
+        change = _count_billable(rules, rule, period, quantity, apply, metadata)
     else:
         replay, change = _count_once(
-            rules, rule, period, quantity, apply, idempotency_key, metadata
+            rules, rule, period, quantity, apply, idempotency_key, metadata, billable=billable
         )
         if replay is not None:
             return replay
@@ -318,8 +324,14 @@ def _count_once(
     apply: Any,
     idempotency_key: str,
     metadata: Mapping[str, Any] | None,
+    *,
+    billable: bool = False,
 ) -> tuple[Decision | None, CounterChange]:
-    """Count under an idempotency key: the event row and the counter change commit together."""
+    """Count under an idempotency key: the event row and the counter change commit together.
+
+    ``billable`` events (the feature has a Stripe meter) that were counted wait in the ledger as
+    pending until the reporter sends them.
+    """
     if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 100:
         raise ValueError("An idempotency key is a string of 1 to 100 characters.")
     alias = conf.DATABASE_ALIAS
@@ -359,9 +371,45 @@ def _count_once(
             return replay, CounterChange(False, used, used)
         change: CounterChange = apply()
         UsageEvent.objects.using(alias).filter(pk=event.pk).update(
-            accepted=change.applied, used_after=change.after
+            accepted=change.applied,
+            used_after=change.after,
+            report_state=UsageEvent.ReportState.PENDING
+            if billable and change.applied
+            else UsageEvent.ReportState.NOT_REPORTED,
         )
     return None, change
+
+
+def _count_billable(
+    rules: TenantRules,
+    rule: FeatureRule,
+    period: Period,
+    quantity: int,
+    apply: Any,
+    metadata: Mapping[str, Any] | None,
+) -> CounterChange:
+    """Count a metered feature without a caller's key: the ledger row commits with the counter.
+
+    The row gets a generated key (Stripe needs one identifier per event); a denial counts nothing
+    and so writes no row.
+    """
+    alias = conf.DATABASE_ALIAS
+    with transaction.atomic(using=alias):
+        change: CounterChange = apply()
+        if change.applied:
+            UsageEvent.objects.using(alias).create(
+                tenant_id=rules.tenant_id,
+                feature=rule.feature,
+                quantity=quantity,
+                idempotency_key=uuid.uuid4().hex,
+                timestamp=timezone.now(),
+                period_key=period.key,
+                accepted=True,
+                used_after=change.after,
+                metadata=dict(metadata or {}),
+                report_state=UsageEvent.ReportState.PENDING,
+            )
+    return change
 
 
 def refund(tenant: TenantRef, feature: str, quantity: int = 1) -> Decision:

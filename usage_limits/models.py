@@ -384,6 +384,14 @@ class UsageEvent(models.Model):
     last_error = models.TextField(_("last error"), blank=True)
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
     reported_at = models.DateTimeField(_("reported"), null=True, blank=True)
+    # The meter event ``identifier`` Stripe deduplicates on, fixed before the first send so that a
+    # reporter that dies between sending and marking sends the very same identifier again.
+    # Events pre-aggregated into one meter event share it.
+    report_identifier = models.CharField(
+        _("Stripe identifier"), max_length=100, blank=True, db_index=True
+    )
+    # The reporter run holding the event until ``next_attempt_at`` (a lease, not a row lock).
+    claimed_by = models.CharField(_("claimed by"), max_length=32, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
@@ -448,3 +456,43 @@ def validate_limit_fields(kind: str, limit: int | None, period: str) -> None:
         errors["period"] = str(_("Only metered features have a period."))
     if errors:
         raise ValidationError(errors)
+
+
+class StripeWebhookEvent(models.Model):
+    """A Stripe webhook event already handled: each event id is processed once."""
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied", _("Applied")
+        IGNORED = "ignored", _("Ignored (event type not handled)")
+        UNKNOWN_CUSTOMER = "unknown_customer", _("No tenant for the customer")
+        STALE = "stale", _("Older than a change already applied")
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(_("Stripe event id"), max_length=255, unique=True)
+    type = models.CharField(_("type"), max_length=100, db_index=True)
+    customer_id = models.CharField(_("Stripe customer id"), max_length=255, blank=True)
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("tenant"),
+    )
+    # when Stripe created the event: deliveries arrive out of order, this orders them
+    created = models.DateTimeField(_("created at Stripe"))
+    livemode = models.BooleanField(_("live mode"), default=False)
+    outcome = models.CharField(_("outcome"), max_length=20, choices=Outcome.choices)
+    detail = models.TextField(_("detail"), blank=True)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name = _("Stripe webhook event")
+        verbose_name_plural = _("Stripe webhook events")
+        indexes = [
+            models.Index(fields=["customer_id", "created"], name="usage_limits_whk_customer")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id} ({self.outcome})"

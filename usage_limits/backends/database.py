@@ -39,6 +39,7 @@ from django.utils import timezone
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
 from usage_limits.conf import conf
 from usage_limits.models import UsageDailyBucket, UsageRecord
+from usage_limits.periods import ALL_TIME
 
 # A guarded UPDATE that loses a race with the period row's creation is retried this often.
 _MAX_ATTEMPTS = 5
@@ -210,7 +211,7 @@ class DatabaseStore(UsageStore):
             return self.increment(key, quantity)
         connection, sql = self._connection()
         now = timezone.now()
-        history = _History.of(sql, now)
+        history = _History.of(sql, now, key)
         value = 0
         with connection.cursor() as cursor:
             for _attempt in range(_MAX_ATTEMPTS):
@@ -275,7 +276,7 @@ class DatabaseStore(UsageStore):
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
         connection, sql = self._connection()
         now = timezone.now()
-        history = _History.of(sql, now)
+        history = _History.of(sql, now, key)
         with connection.cursor() as cursor:
             after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
             if after is None:
@@ -359,7 +360,7 @@ class DatabaseStore(UsageStore):
             after = max(before - quantity, 0)
             # Same transaction as the counter; takes back from today's bucket only what the
             # counter gave back, and never below zero.
-            _History.of(sql, now).subtract(connection, sql, cursor, key, before - after)
+            _History.of(sql, now, key).subtract(connection, sql, cursor, key, before - after)
             return after
 
         return self._locked_change(key, change, create=False)
@@ -445,8 +446,10 @@ class _History:
     folded: bool  # the bucket's upsert rides in the counter's own statement (PostgreSQL)
 
     @classmethod
-    def of(cls, sql: _Statements, now: datetime) -> _History:
-        enabled = conf.HISTORY
+    def of(cls, sql: _Statements, now: datetime, key: CounterKey) -> _History:
+        # Allocations (seats, projects) are levels, not daily usage: they keep no history, and
+        # their changes stay one statement on every database.
+        enabled = conf.HISTORY and key.period.name != ALL_TIME.name
         folded = enabled and sql.guarded_add_with_history is not None
         return cls(enabled=enabled, day=usage_day(now), folded=folded)
 
