@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from usage_limits import check_limit, consume, increment_usage, refund, set_usage
+from usage_limits import check_limit, consume, increment_usage, refund, reset_usage, set_usage
 from usage_limits.results import Decision
 
 # Operations a surface may offer; the bad-input matrix crosses them with every bad value.
@@ -22,6 +22,7 @@ INCREMENT = "increment_usage"
 CHECK = "check_limit"
 REFUND = "refund"
 SET = "set_usage"
+RESET = "reset_usage"  # takes no quantity
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,14 @@ class EngineSurface(Surface):
     """The public Python API (``usage_limits.consume`` and friends)."""
 
     name = "engine"
-    operations = frozenset({CONSUME, INCREMENT, CHECK, REFUND, SET})
+    operations = frozenset({CONSUME, INCREMENT, CHECK, REFUND, SET, RESET})
 
     def call(
         self, operation: str, tenant: Any, feature: Any, quantity: Any, **options: Any
     ) -> Admission:
+        if operation == RESET:
+            reset_usage(tenant, feature, **options)
+            return Admission(admitted=True, used=0)
         functions = {
             CONSUME: consume,
             INCREMENT: increment_usage,

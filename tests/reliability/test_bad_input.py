@@ -37,12 +37,13 @@ from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
 from .figures import Figures
 from .stores import StoreTarget
-from .surfaces import CHECK, CONSUME, INCREMENT, REFUND, SET, SURFACES, Surface
+from .surfaces import CHECK, CONSUME, INCREMENT, REFUND, RESET, SET, SURFACES, Surface
 
 # No threads here: each call runs in the test's transaction, rolled back afterwards.
 pytestmark = pytest.mark.django_db
 
 COUNTING = (CONSUME, INCREMENT, CHECK, REFUND, SET)
+EVERY = (*COUNTING, RESET)  # a bad tenant or feature must not reset anything either
 
 
 @dataclass(frozen=True)
@@ -80,27 +81,30 @@ QUANTITIES = [
     Bad("Decimal NaN", InvalidQuantity, quantity=Decimal("NaN")),
 ]
 FEATURES = [
-    Bad("empty feature", UnknownFeature, feature=""),
+    Bad("empty feature", UnknownFeature, feature="", operations=EVERY),
+    # (reset_usage(tenant, None) resets every metered feature, by design: not a bad value there)
     Bad("None feature", UnknownFeature, feature=None),
-    Bad("numeric feature", UnknownFeature, feature=42),
-    Bad("unknown feature", UnknownFeature, feature="nope"),
-    Bad("feature in the wrong case", UnknownFeature, feature="API_CALLS"),
-    Bad("feature with a space", UnknownFeature, feature=" api_calls"),
-    Bad("feature with a NUL", UnknownFeature, feature="api_calls\x00"),
-    Bad("oversized feature name", UnknownFeature, feature="x" * 10_000),
-    Bad("feature not in the plan", FeatureNotInPlan, feature="seats"),
-    Bad("boolean feature counted", WrongFeatureKind, feature="advanced_analytics"),
+    Bad("numeric feature", UnknownFeature, feature=42, operations=EVERY),
+    Bad("unknown feature", UnknownFeature, feature="nope", operations=EVERY),
+    Bad("feature in the wrong case", UnknownFeature, feature="API_CALLS", operations=EVERY),
+    Bad("feature with a space", UnknownFeature, feature=" api_calls", operations=EVERY),
+    Bad("feature with a NUL", UnknownFeature, feature="api_calls\x00", operations=EVERY),
+    Bad("oversized feature name", UnknownFeature, feature="x" * 10_000, operations=EVERY),
+    Bad("feature not in the plan", FeatureNotInPlan, feature="seats", operations=EVERY),
+    Bad(
+        "boolean feature counted", WrongFeatureKind, feature="advanced_analytics", operations=EVERY
+    ),
 ]
 TENANTS = [
-    Bad("unknown tenant id", UnknownTenant, tenant=lambda t: 2**62),
-    Bad("zero tenant id", UnknownTenant, tenant=lambda t: 0),
-    Bad("negative tenant id", UnknownTenant, tenant=lambda t: -1),
-    Bad("tenant id 2^63", UnknownTenant, tenant=lambda t: 2**63),
-    Bad("None tenant", UnknownTenant, tenant=lambda t: None),
-    Bad("tenant id as a string", UnknownTenant, tenant=lambda t: str(t.pk)),
-    Bad("tenant id as a float", UnknownTenant, tenant=lambda t: float(t.pk)),
-    Bad("bool tenant", UnknownTenant, tenant=lambda t: True),
-    Bad("unsaved tenant", UnknownTenant, tenant=lambda t: Tenant(name="unsaved")),
+    Bad("unknown tenant id", UnknownTenant, tenant=lambda t: 2**62, operations=EVERY),
+    Bad("zero tenant id", UnknownTenant, tenant=lambda t: 0, operations=EVERY),
+    Bad("negative tenant id", UnknownTenant, tenant=lambda t: -1, operations=EVERY),
+    Bad("tenant id 2^63", UnknownTenant, tenant=lambda t: 2**63, operations=EVERY),
+    Bad("None tenant", UnknownTenant, tenant=lambda t: None, operations=EVERY),
+    Bad("tenant id as a string", UnknownTenant, tenant=lambda t: str(t.pk), operations=EVERY),
+    Bad("tenant id as a float", UnknownTenant, tenant=lambda t: float(t.pk), operations=EVERY),
+    Bad("bool tenant", UnknownTenant, tenant=lambda t: True, operations=EVERY),
+    Bad("unsaved tenant", UnknownTenant, tenant=lambda t: Tenant(name="unsaved"), operations=EVERY),
 ]
 IDEMPOTENCY_KEYS = [
     Bad(
@@ -137,7 +141,7 @@ def busy_tenant(store: StoreTarget) -> Tenant:
 CELLS = [
     pytest.param(bad, operation, id=f"{operation}-{bad.name}")
     for bad in MATRIX
-    for operation in COUNTING
+    for operation in EVERY
     if bad.applies_to(operation)
 ]
 
