@@ -1,7 +1,8 @@
 """A model-based proof: random histories against the engine and a small reference model.
 
 Hypothesis' stateful testing draws sequences of consume, increment_usage, refund, reset,
-set_usage, plan changes, per-tenant override changes, subscription status changes and clock
+set_usage, plan changes, per-tenant override changes, subscription status changes, switches
+between lazy and manual reset mode (a manual tenant's meter never rolls over) and clock
 jumps (within a month, across one or several month boundaries, to the last second of a month).
 Each step runs against the engine on the real store and against :class:`Reference`, a few
 dozen lines of plain Python that say what the answer must be. After every step, every
@@ -41,7 +42,13 @@ from usage_limits import (
     set_usage,
     signals,
 )
-from usage_limits.models import Plan, SubscriptionStatus, Tenant, TenantLimitOverride
+from usage_limits.models import (
+    Plan,
+    ResetMode,
+    SubscriptionStatus,
+    Tenant,
+    TenantLimitOverride,
+)
 from usage_limits.results import Decision
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
@@ -85,12 +92,15 @@ class Reference:
     plan: str
     overrides: dict[str, int | None] = field(default_factory=dict)
     status: str = SubscriptionStatus.ACTIVE
+    manual_reset: bool = False  # ResetMode.MANUAL: the metered counter never rolls over
     past_due_since: datetime | None = None
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     announced: set[tuple[str, str, int | str]] = field(default_factory=set)
 
     def period(self, feature: str) -> str:
-        return f"{self.now:%Y-%m}" if feature == "api_calls" else "all"
+        if feature != "api_calls":
+            return "all"
+        return "manual" if self.manual_reset else f"{self.now:%Y-%m}"
 
     def limit(self, feature: str) -> int | None:
         if feature in self.overrides:
@@ -273,6 +283,13 @@ class QuotaMachine(RuleBasedStateMachine):
         self.tenant.save()
         self.model.status, self.model.past_due_since = status, since
 
+    @rule(manual=st.booleans())
+    def change_reset_mode(self, manual: bool) -> None:
+        self.steps["reset mode change"] += 1
+        self.tenant.reset_mode = ResetMode.MANUAL if manual else ResetMode.LAZY
+        self.tenant.save()
+        self.model.manual_reset = manual
+
     # --- time -------------------------------------------------------------------------------
 
     @rule(minutes=st.integers(min_value=1, max_value=60 * 24 * 70))
@@ -307,9 +324,11 @@ class QuotaMachine(RuleBasedStateMachine):
             assert observed.limit == limit, (feature, observed)
             if limit is not None:
                 assert observed.remaining == max(limit - self.model.used(feature), 0)
-            if feature == "api_calls":
+            if feature == "api_calls" and not self.model.manual_reset:
                 assert observed.period is not None
                 assert observed.period.key == self.model.period(feature)
+            else:
+                assert observed.period is None  # never resets by itself
             checked = check_limit(self.tenant.pk, feature, 1)
             assert checked.allowed == (self.model.may_use() and self.model.fits(feature, 1))
             assert checked.used == self.model.used(feature)
