@@ -84,6 +84,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         "over_admission",
         store.name,
         store.database_label(),
+        variant="1 unit each",
         surface=surface.name,
         trials=TRIALS,
         threads=CONSUMERS,
@@ -101,3 +102,75 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
     assert not failures, f"{len(failures)} of {TRIALS} trials went wrong:\n" + "\n".join(
         failures[:20]
     )
+
+
+MIXED_TRIALS = 50
+MIXED_LIMITS = (5, 60)
+QUANTITIES = (1, 5)
+
+
+def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
+    store: StoreTarget,
+    surface: Surface,
+    crew_of: Callable[[int], Crew],
+    figures: Figures,
+) -> None:
+    """32 threads ask for 1 to 5 units each: the admitted units fit, and no denial was unfair.
+
+    Which requests win depends on the order, so the proof is: the counter equals the sum of the
+    admitted quantities, it never passes the limit, and every denied request really did not fit
+    in what was left at the end (otherwise a unit was refused that the limit allowed).
+    """
+    rng = random.Random(SEED + 1)
+    crew = crew_of(CONSUMERS)
+    plans: dict[int, Plan] = {}
+    failures: list[str] = []
+    units_asked = units_admitted = stored_total = unfair = over = 0
+    started = time.perf_counter()
+    for trial in range(MIXED_TRIALS):
+        limit = rng.randint(*MIXED_LIMITS)
+        asks = [rng.randint(*QUANTITIES) for _ in range(CONSUMERS)]
+        if limit not in plans:
+            plans[limit] = plan_with_limits(f"MIXED{limit}", api_calls=limit)
+        tenant_id = TenantFactory(plan=plans[limit]).pk
+
+        def work(index: int, tenant_id: int = tenant_id, asks: list[int] = asks) -> Admission:
+            return surface.consume(tenant_id, "api_calls", asks[index])
+
+        outcomes = crew.run(work)
+        admitted = sum(q for q, o in zip(asks, outcomes, strict=True) if o.admitted)
+        stored = store.stored(CounterKey(tenant_id, "api_calls", current_period("monthly")))
+        refused_but_fitting = [
+            q for q, o in zip(asks, outcomes, strict=True) if not o.admitted and stored + q <= limit
+        ]
+        units_asked += sum(asks)
+        units_admitted += admitted
+        stored_total += stored
+        unfair += len(refused_but_fitting)
+        over += max(stored - limit, 0)
+        if stored != admitted or stored > limit or refused_but_fitting:
+            failures.append(
+                f"trial {trial} (limit {limit}): admitted {admitted} units, stored {stored}, "
+                f"refused although they fitted: {refused_but_fitting}"
+            )
+
+    figures.record(
+        "over_admission",
+        store.name,
+        store.database_label(),
+        variant="quantities 1-5",
+        surface=surface.name,
+        trials=MIXED_TRIALS,
+        threads=CONSUMERS,
+        attempts=MIXED_TRIALS * CONSUMERS,
+        units_asked=units_asked,
+        admitted=units_admitted,
+        stored=stored_total,
+        over_admitted=over,
+        lost=max(units_admitted - stored_total, 0),
+        doubled=max(stored_total - units_admitted, 0),
+        unfair_denials=unfair,
+        failed_trials=len(failures),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    assert not failures, "\n".join(failures[:20])
