@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from usage_limits.backends.base import UsageStore
 from usage_limits.conf import DEFAULTS
 from usage_limits.models import UNLIMITED, FeatureKind, ResetMode
 from usage_limits.periods import PERIOD_NAMES
@@ -23,6 +24,10 @@ from usage_limits.units import UNITS
 
 KINDS = tuple(FeatureKind.values)
 RESET_MODES = tuple(ResetMode.values)
+# The counters are 64-bit signed integers in every store.
+MAX_LIMIT = 2**63 - 1
+# Ten years: beyond that a grace period is no grace period, and dates stop being representable.
+MAX_GRACE_DAYS = 3650
 SHAPE_HINT = 'e.g. USAGE_LIMITS = {"PLANS": {"FREE": {"api_calls": 100, "projects": 3}}}'
 
 
@@ -46,7 +51,9 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
             )
         )
     errors += _check_features(raw.get("FEATURES", {}))
-    errors += _check_plans(raw.get("PLANS", {}), raw.get("FEATURES", {}))
+    if isinstance(raw.get("FEATURES", {}), Mapping):
+        # Plans are read against the declared features; a malformed FEATURES is reported above.
+        errors += _check_plans(raw.get("PLANS", {}), raw.get("FEATURES", {}))
     errors += _check_periods_and_modes(raw)
     errors += _check_thresholds(raw)
     errors += _check_paths(raw)
@@ -178,6 +185,14 @@ def _check_plans(plans: Any, features: Any) -> list[CheckMessage]:
                         7, f"{where} = {limit} is negative.", "Use -1 for unlimited, or 0 and up."
                     )
                 )
+            elif limit > MAX_LIMIT:
+                errors.append(
+                    _error(
+                        7,
+                        f"{where} = {limit} does not fit a 64-bit counter.",
+                        "Use -1 for unlimited.",
+                    )
+                )
     return errors
 
 
@@ -213,13 +228,25 @@ def _check_periods_and_modes(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     grace = raw.get("PAST_DUE_GRACE_DAYS", DEFAULTS["PAST_DUE_GRACE_DAYS"])
-    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= MAX_GRACE_DAYS:
+        # The upper bound keeps "past_due_since + grace" a representable date.
         errors.append(
             _error(
                 10,
                 f"USAGE_LIMITS['PAST_DUE_GRACE_DAYS'] = {grace!r} must be a whole number of "
-                "days, 0 or more.",
+                f"days from 0 to {MAX_GRACE_DAYS}.",
                 "e.g. 7",
+            )
+        )
+    timeout = raw.get("CACHE_TIMEOUT", DEFAULTS["CACHE_TIMEOUT"])
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        # Read with int() on every call: anything else would fail every check at run time.
+        errors.append(
+            _error(
+                90,
+                f"USAGE_LIMITS['CACHE_TIMEOUT'] = {timeout!r} must be a whole number of "
+                "seconds, 0 or more.",
+                "e.g. 300 (0 re-reads the plan and overrides on every check)",
             )
         )
     return errors
@@ -263,13 +290,26 @@ def _check_paths(raw: Mapping[str, Any]) -> list[CheckMessage]:
     for name in ("TENANT_RESOLVER", "STORE"):
         path = raw.get(name, DEFAULTS[name])
         try:
-            import_string(str(path))
+            imported = import_string(str(path))
         except ImportError as exc:
             errors.append(
                 _error(
                     13,
                     f"USAGE_LIMITS[{name!r}] = {path!r} does not import: {exc}",
                     "Give a dotted path to an importable callable or class.",
+                )
+            )
+            continue
+        if name == "STORE" and not (
+            isinstance(imported, type) and issubclass(imported, UsageStore)
+        ):
+            # Otherwise the first counted request would fail with a TypeError.
+            errors.append(
+                _error(
+                    91,
+                    f"USAGE_LIMITS['STORE'] = {path!r} is not a UsageStore class.",
+                    "Use usage_limits.backends.database.DatabaseStore or a subclass of "
+                    "usage_limits.backends.base.UsageStore.",
                 )
             )
     return errors

@@ -21,7 +21,12 @@ from django.utils import timezone
 from usage_limits import signals
 from usage_limits.backends import CounterChange, CounterKey, get_store
 from usage_limits.conf import conf
-from usage_limits.exceptions import FeatureNotInPlan, UnknownFeature, WrongFeatureKind
+from usage_limits.exceptions import (
+    FeatureNotInPlan,
+    InvalidIdempotencyKey,
+    UnknownFeature,
+    WrongFeatureKind,
+)
 from usage_limits.models import (
     FeatureKind,
     ResetMode,
@@ -333,7 +338,9 @@ def _count_once(
     pending until the reporter sends them.
     """
     if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 100:
-        raise ValueError("An idempotency key is a string of 1 to 100 characters.")
+        raise InvalidIdempotencyKey(
+            f"An idempotency key is a string of 1 to 100 characters, got {idempotency_key!r:.120}."
+        )
     alias = conf.DATABASE_ALIAS
     with transaction.atomic(using=alias):
         try:

@@ -14,6 +14,10 @@ class InvalidQuantity(UsageLimitsError, ValueError):
     """A quantity that is not a positive whole number within range (0, -1, 1.5, True, 2**63...)."""
 
 
+class InvalidIdempotencyKey(UsageLimitsError, ValueError):
+    """An idempotency key that is not a string of 1 to 100 characters."""
+
+
 class UnknownFeature(UsageLimitsError, LookupError):
     """A feature name that no plan and no ``USAGE_LIMITS["FEATURES"]`` entry declares."""
 

@@ -19,27 +19,39 @@ The period's row is created only when the UPDATE matched nothing (an insert that
 conflicting concurrent insert, then the UPDATE again), so a steady-state call burns no sequence
 values. Rarely-used operations (refund, set, reset) lock the row inside a transaction and compute
 the new value in SQL.
+
+Failures: a dropped or failing connection (Django's ``OperationalError`` / ``InterfaceError``) is
+raised as :class:`~usage_limits.exceptions.StoreUnavailable`, and the broken connection is closed
+so that the next call reconnects. The statement that failed did not count unless the connection
+dropped after the server committed it and before the answer arrived: a caller that retries after
+``StoreUnavailable`` should pass an idempotency key to be exact in that case too. An increment that
+would overflow the 64-bit counter raises :class:`~usage_limits.exceptions.InvalidQuantity` and
+counts nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import reduce
 from operator import or_
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
 from usage_limits.conf import conf
+from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
 from usage_limits.models import UsageDailyBucket, UsageRecord
 from usage_limits.periods import ALL_TIME
+
+# Counters are BIGINT columns; an increment that would pass this is refused, never wrapped.
+MAX_COUNTER = 2**63 - 1
 
 # A guarded UPDATE that loses a race with the period row's creation is retried this often.
 _MAX_ATTEMPTS = 5
@@ -94,11 +106,11 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
         return _Statements(
             guarded_add=(
                 f"UPDATE {table} SET used = LAST_INSERT_ID(used + %s), updated_at = %s "
-                f"WHERE {_KEY_WHERE} AND used + %s <= %s"
+                f"WHERE {_KEY_WHERE} AND used <= %s"
             ),
             add=(
                 f"UPDATE {table} SET used = LAST_INSERT_ID(used + %s), updated_at = %s "
-                f"WHERE {_KEY_WHERE}"
+                f"WHERE {_KEY_WHERE} AND used <= %s"
             ),
             read=read,
             # Not INSERT IGNORE: that would also swallow a foreign-key error for a deleted tenant.
@@ -120,11 +132,14 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
         f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s, %s) "
         "ON CONFLICT (tenant_id, feature, period_start) DO NOTHING"
     )
-    add = f"UPDATE {table} SET used = used + %s, updated_at = %s WHERE {_KEY_WHERE} RETURNING used"
+    add = (
+        f"UPDATE {table} SET used = used + %s, updated_at = %s "
+        f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used"
+    )
     if vendor == "postgresql":
         guarded_update = (
             f"UPDATE {table} SET used = used + %s, updated_at = %s "
-            f"WHERE {_KEY_WHERE} AND used + %s <= %s RETURNING used, tenant_id, feature"
+            f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used, tenant_id, feature"
         )
         current_when_denied = (
             "SELECT used, 1 FROM changed UNION ALL "
@@ -142,7 +157,7 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
         guarded_add = f"WITH changed AS ({guarded_update}) {current_when_denied}"
         add_returning = (
             f"UPDATE {table} SET used = used + %s, updated_at = %s WHERE {_KEY_WHERE} "
-            "RETURNING used, tenant_id, feature"
+            "AND used <= %s RETURNING used, tenant_id, feature"
         )
         return _Statements(
             guarded_add=guarded_add,
@@ -166,7 +181,7 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     return _Statements(
         guarded_add=(
             f"UPDATE {table} SET used = used + %s, updated_at = %s "
-            f"WHERE {_KEY_WHERE} AND used + %s <= %s RETURNING used"
+            f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used"
         ),
         add=add,
         read=read,
@@ -200,6 +215,27 @@ class DatabaseStore(UsageStore):
             statements = _cache[cache_key] = _statements(connection)
         return connection, statements
 
+    @contextmanager
+    def _unavailable_on_connection_loss(self) -> Iterator[None]:
+        """Report a lost or failing database as :class:`StoreUnavailable`, and recover from it.
+
+        Django only replaces a broken connection at the start and end of a request; a worker,
+        a command or a thread outside the request cycle would otherwise fail on every later call.
+        So, outside a transaction, a connection that no longer works is closed here and the next
+        call opens a new one. Inside the caller's transaction Django already rolls back and
+        closes it when the outermost ``atomic`` block exits.
+        """
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            connection = connections[self.alias]
+            if not connection.in_atomic_block:
+                with suppress(DatabaseError):
+                    connection.close_if_unusable_or_obsolete()
+            raise StoreUnavailable(
+                f"The usage store (database {self.alias!r}) is unavailable: {exc}"
+            ) from exc
+
     @staticmethod
     def _key_params(connection: BaseDatabaseWrapper, key: CounterKey) -> list[Any]:
         return [key.tenant_id, key.feature, _db_datetime(connection, key.period.start)]
@@ -209,6 +245,10 @@ class DatabaseStore(UsageStore):
     def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
         if limit is None:
             return self.increment(key, quantity)
+        with self._unavailable_on_connection_loss():
+            return self._consume(key, quantity, limit)
+
+    def _consume(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
         connection, sql = self._connection()
         now = timezone.now()
         history = _History.of(sql, now, key)
@@ -251,7 +291,9 @@ class DatabaseStore(UsageStore):
     ) -> tuple[bool, int] | None:
         """``(applied, value)``, or ``None`` when the period's row does not exist yet."""
         key_params = self._key_params(connection, key)
-        params = [quantity, _db_datetime(connection, now), *key_params, quantity, limit]
+        # "used <= limit - quantity" rather than "used + quantity <= limit": the sum could
+        # overflow a BIGINT on a counter already far into overage.
+        params = [quantity, _db_datetime(connection, now), *key_params, limit - quantity]
         if connection.vendor == "postgresql":
             if history.folded:
                 statement = sql.guarded_add_with_history
@@ -274,16 +316,25 @@ class DatabaseStore(UsageStore):
         return None if row is None else (False, int(row[0]))
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
-        connection, sql = self._connection()
-        now = timezone.now()
-        history = _History.of(sql, now, key)
-        with connection.cursor() as cursor:
-            after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
-            if after is None:
-                self._insert_missing(connection, sql, cursor, key)
+        with self._unavailable_on_connection_loss():
+            connection, sql = self._connection()
+            now = timezone.now()
+            history = _History.of(sql, now, key)
+            with connection.cursor() as cursor:
                 after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
-        if after is None:  # pragma: no cover - the row was just inserted
-            raise RuntimeError(f"usage record for {key} vanished")
+                if after is None:
+                    self._insert_missing(connection, sql, cursor, key)
+                    after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
+                if after is None:
+                    # The row exists (it was just inserted) but the sum would not fit: SQLite
+                    # would silently turn it into a float, the others raise a vendor error.
+                    cursor.execute(sql.read, self._key_params(connection, key))
+                    row = cursor.fetchone()
+                    used = 0 if row is None else int(row[0])
+                    raise InvalidQuantity(
+                        f"Adding {quantity} to {key.feature} (now {used}) would overflow the "
+                        f"counter's maximum of {MAX_COUNTER}; nothing was counted."
+                    )
         return CounterChange(applied=True, before=after - quantity, after=after)
 
     def _counted_add(
@@ -312,7 +363,12 @@ class DatabaseStore(UsageStore):
         now: datetime,
         history: _History,
     ) -> int | None:
-        params = [quantity, _db_datetime(connection, now), *self._key_params(connection, key)]
+        params = [
+            quantity,
+            _db_datetime(connection, now),
+            *self._key_params(connection, key),
+            MAX_COUNTER - quantity,
+        ]
         if history.folded and sql.add_with_history is not None:
             cursor.execute(sql.add_with_history, [*params, *history.folded_params(quantity)])
         else:
@@ -386,6 +442,10 @@ class DatabaseStore(UsageStore):
         return self._locked_change(key, change, create=False)
 
     def _locked_change(self, key: CounterKey, change: Any, *, create: bool) -> CounterChange:
+        with self._unavailable_on_connection_loss():
+            return self._locked_change_once(key, change, create=create)
+
+    def _locked_change_once(self, key: CounterKey, change: Any, *, create: bool) -> CounterChange:
         connection, sql = self._connection()
         key_params = self._key_params(connection, key)
         with transaction.atomic(using=self.alias), connection.cursor() as cursor:
@@ -404,10 +464,11 @@ class DatabaseStore(UsageStore):
     # --- reads ----------------------------------------------------------------------------------
 
     def get(self, key: CounterKey) -> int:
-        connection, sql = self._connection()
-        with connection.cursor() as cursor:
-            cursor.execute(sql.read, self._key_params(connection, key))
-            row = cursor.fetchone()
+        with self._unavailable_on_connection_loss():
+            connection, sql = self._connection()
+            with connection.cursor() as cursor:
+                cursor.execute(sql.read, self._key_params(connection, key))
+                row = cursor.fetchone()
         return 0 if row is None else int(row[0])
 
     def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
@@ -425,10 +486,11 @@ class DatabaseStore(UsageStore):
             .values_list("tenant_id", "feature", "period_start", "used")
         )
         values = dict.fromkeys(keys, 0)
-        for tenant_id, feature, start, used in rows:
-            key = wanted.get((tenant_id, feature, start))
-            if key is not None:
-                values[key] = int(used)
+        with self._unavailable_on_connection_loss():
+            for tenant_id, feature, start, used in rows:
+                key = wanted.get((tenant_id, feature, start))
+                if key is not None:
+                    values[key] = int(used)
         return values
 
 

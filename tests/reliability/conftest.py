@@ -1,0 +1,72 @@
+"""Fixtures of the reliability suite: the store under proof, a thread crew, the figures.
+
+Everything collected under ``tests/reliability/`` carries the ``reliability`` marker, so a
+developer can leave the suite out locally with ``pytest -m "not reliability"``; CI runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connections
+from django.test import override_settings
+
+from tests.conftest import service_missing
+
+from .crew import Crew
+from .figures import Figures, report_path
+from .stores import STORE_TARGETS, StoreTarget
+from .surfaces import SURFACES, Surface
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture(scope="session")
+def figures() -> Iterator[Figures]:
+    collected = Figures()
+    yield collected
+    path = report_path()
+    if path is not None and collected.rows:
+        collected.write(path)
+
+
+@pytest.fixture(params=STORE_TARGETS, ids=lambda target: target.name)
+def store(request: pytest.FixtureRequest) -> Iterator[StoreTarget]:
+    """The store under proof, configured as ``USAGE_LIMITS["STORE"]`` for the test."""
+    target: StoreTarget = request.param
+    reason = target.unavailable_reason()
+    if reason is not None:
+        service_missing(reason)
+    with override_settings(USAGE_LIMITS=target.usage_limits_settings()):
+        yield target
+
+
+@pytest.fixture(params=SURFACES, ids=lambda surface: surface.name)
+def surface(request: pytest.FixtureRequest) -> Surface:
+    """The door the proof goes through (the engine; edges add themselves in ``surfaces.py``)."""
+    chosen: Surface = request.param
+    return chosen
+
+
+@pytest.fixture
+def crew_of(transactional_db: None) -> Iterator[Callable[[int], Crew]]:
+    """Make crews that are closed (threads stopped, connections closed) before the flush."""
+    made: list[Crew] = []
+
+    def make(size: int) -> Crew:
+        crew = Crew(size)
+        made.append(crew)
+        return crew
+
+    yield make
+    for crew in made:
+        crew.close()
+    connections.close_all()

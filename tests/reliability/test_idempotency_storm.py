@@ -1,0 +1,93 @@
+"""Idempotency storm: 50 concurrent deliveries of one event count once.
+
+A client that retries (or a webhook delivered twice) sends the same idempotency key again, often
+while the first delivery is still in flight. Whatever the interleaving, one delivery counts, the
+other 49 are answered with the original outcome (``replayed``) and count nothing, and the ledger
+holds one event. Both ``increment_usage`` (usage already happened) and ``consume`` (a request
+that may be refused) are proved, over 20 storms each with a fresh tenant.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from usage_limits.backends import CounterKey
+from usage_limits.models import UsageEvent
+from usage_limits.periods import current_period
+from usage_limits.testing.factories import TenantFactory, plan_with_limits
+
+from .crew import Crew
+from .figures import Figures
+from .stores import StoreTarget
+from .surfaces import CONSUME, INCREMENT, Admission, Surface
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DELIVERIES = 50
+STORMS = 20
+QUANTITY = 3
+
+
+@pytest.mark.parametrize("operation", [INCREMENT, CONSUME])
+def test_one_key_delivered_fifty_times_at_once_counts_once(
+    operation: str,
+    store: StoreTarget,
+    surface: Surface,
+    crew_of: Callable[[int], Crew],
+    figures: Figures,
+) -> None:
+    if operation not in surface.operations:
+        pytest.skip(f"the {surface.name} surface does not offer {operation}")
+    plan = plan_with_limits("STORM", api_calls=100)
+    crew = crew_of(DELIVERIES)
+    failures: list[str] = []
+    counted = stored_total = replayed_total = 0
+    started = time.perf_counter()
+    for storm in range(STORMS):
+        tenant_id = TenantFactory(plan=plan).pk
+        event = f"evt_{storm:04d}_{operation}"
+
+        def work(_: int, tenant_id: int = tenant_id, event: str = event) -> Admission:
+            return surface.call(operation, tenant_id, "api_calls", QUANTITY, idempotency_key=event)
+
+        outcomes = crew.run(work)
+        stored = store.stored(CounterKey(tenant_id, "api_calls", current_period("monthly")))
+        originals = [o for o in outcomes if not o.replayed]
+        replays = [o for o in outcomes if o.replayed]
+        events = UsageEvent.objects.filter(tenant_id=tenant_id).count()
+        counted += len(originals)
+        stored_total += stored
+        replayed_total += len(replays)
+        problems = []
+        if len(originals) != 1:
+            problems.append(f"{len(originals)} deliveries counted")
+        if stored != QUANTITY:
+            problems.append(f"stored {stored}")
+        if events != 1:
+            problems.append(f"{events} ledger events")
+        if {(o.admitted, o.used) for o in outcomes} != {(True, QUANTITY)}:
+            problems.append(f"answers differ: {sorted({(o.admitted, o.used) for o in outcomes})}")
+        if problems:
+            failures.append(f"storm {storm}: " + "; ".join(problems))
+
+    figures.record(
+        "idempotency_storm",
+        store.name,
+        store.database_label(),
+        variant=operation,
+        surface=surface.name,
+        storms=STORMS,
+        threads=DELIVERIES,
+        deliveries=STORMS * DELIVERIES,
+        counted=counted,
+        replayed=replayed_total,
+        units=STORMS * QUANTITY,
+        stored=stored_total,
+        doubled=max(stored_total - STORMS * QUANTITY, 0),
+        lost=max(STORMS * QUANTITY - stored_total, 0),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    assert not failures, "\n".join(failures)
