@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_TIMEOUT": 300,
     "TENANT_RESOLVER": "usage_limits.tenancy.resolve_tenant_from_membership",
     "UPGRADE_URL": None,
+    # how far in the future a reported event's timestamp may lie (other services' clocks drift)
+    "EVENT_CLOCK_SKEW_SECONDS": 60,
 }
 
 
@@ -109,6 +111,10 @@ class UsageLimitsSettings:
     def UPGRADE_URL(self) -> str | None:
         value = self.get("UPGRADE_URL")
         return None if value is None else str(value)
+
+    @property
+    def EVENT_CLOCK_SKEW_SECONDS(self) -> int:
+        return int(self.get("EVENT_CLOCK_SKEW_SECONDS"))
 
 
 conf = UsageLimitsSettings()
