@@ -10,7 +10,7 @@ Memcached, database) for that to hold across processes; the timeout bounds stale
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.core.cache import caches
@@ -166,6 +166,7 @@ def _load_tenant_part(tenant_id: int) -> dict[str, object]:
         "past_due_since": tenant.past_due_since,
         "billing_anchor": tenant.billing_anchor or tenant.created_at,
         "reset_mode": tenant.reset_mode,
+        "reset_period": tenant.reset_period,
         "counting_since": tenant.counting_since,
         "overrides": overrides,
     }
@@ -200,6 +201,13 @@ def tenant_rules(tenant: Tenant | int) -> TenantRules:
             label=base.label,
             overridden=True,
         )
+    reset_period = str(part.get("reset_period") or "")
+    if reset_period:
+        # A per-tenant period (e.g. set through the API's PATCH /usage/limits/) replaces the
+        # plan's for every metered feature of the tenant.
+        for feature, rule in rules.items():
+            if rule.kind == FeatureKind.METERED:
+                rules[feature] = replace(rule, period=reset_period)
     return TenantRules(
         tenant_id=tenant_id,
         tenant_name=str(part["name"]),
