@@ -28,6 +28,7 @@ from usage_limits.exceptions import (
     UnknownFeature,
     WrongFeatureKind,
 )
+from usage_limits.ledger import LedgerRow, insert_events, known_events
 from usage_limits.models import (
     FeatureKind,
     ResetMode,
@@ -57,6 +58,7 @@ __all__ = [
     "get_usage",
     "has_feature",
     "increment_usage",
+    "invalid_events",
     "record_events",
     "refund",
     "reset_usage",
@@ -386,11 +388,7 @@ def record_events(
     rules = tenant_rules(tenant)
     now = now or timezone.now()
     events = list(events)
-    periods = {
-        rule.feature: period_for(rules, rule, now)
-        for rule in rules.rules.values()
-        if rule.kind != FeatureKind.BOOLEAN
-    }
+    periods = _counted_periods(rules, now)
     errors = validate_events(
         rules, events, now=now, period_start={f: p.start for f, p in periods.items()}
     )
@@ -415,6 +413,26 @@ def record_events(
     return [_record_alone(rules.tenant_id, event) for event in events]
 
 
+def invalid_events(
+    tenant: TenantRef, events: Sequence[UsageEventInput], *, now: datetime | None = None
+) -> dict[int, dict[str, str]]:
+    """What :func:`record_events` would refuse, by index (empty: nothing). Counts nothing."""
+    rules = tenant_rules(tenant)
+    now = now or timezone.now()
+    periods = _counted_periods(rules, now)
+    return validate_events(
+        rules, list(events), now=now, period_start={f: p.start for f, p in periods.items()}
+    )
+
+
+def _counted_periods(rules: TenantRules, now: datetime) -> dict[str, Period]:
+    return {
+        rule.feature: period_for(rules, rule, now)
+        for rule in rules.rules.values()
+        if rule.kind != FeatureKind.BOOLEAN
+    }
+
+
 def _record_batch(
     rules: TenantRules,
     events: list[UsageEventInput],
@@ -423,16 +441,7 @@ def _record_batch(
 ) -> list[Decision]:
     alias = conf.DATABASE_ALIAS
     keys = {e.idempotency_key for e in events if e.idempotency_key is not None}
-    originals = (
-        {
-            event.idempotency_key: event
-            for event in UsageEvent.objects.using(alias).filter(
-                tenant_id=rules.tenant_id, idempotency_key__in=keys
-            )
-        }
-        if keys
-        else {}
-    )
+    originals = known_events(alias, rules.tenant_id, keys)
     results: list[Decision | None] = [None] * len(events)
     first_with_key: dict[str, int] = {}
     repeats: list[tuple[int, int]] = []
@@ -465,7 +474,7 @@ def _record_batch(
             continue
         to_count.setdefault(rule.feature, []).append(index)
 
-    ledger: list[UsageEvent] = []
+    ledger: list[LedgerRow] = []
     # Sorted, so that two batches touching the same counters lock them in the same order.
     for feature in sorted(to_count):
         rule = rules.rules[feature]
@@ -484,7 +493,7 @@ def _record_batch(
                 reason=None if change.applied else DenialReason.QUOTA_EXCEEDED,
             )
             ledger.append(
-                UsageEvent(
+                LedgerRow(
                     tenant_id=rules.tenant_id,
                     feature=feature,
                     quantity=event.quantity,
@@ -505,7 +514,7 @@ def _record_batch(
             _announce_exceeded(rules, rule, period, changes[-1].after)
     # Key order again: two batches sharing keys wait for each other instead of deadlocking.
     ledger.sort(key=lambda e: (e.idempotency_key is None, e.idempotency_key or ""))
-    UsageEvent.objects.using(alias).bulk_create(ledger)
+    insert_events(alias, ledger)
     for index, first in repeats:
         results[index] = replace(_settled(results[first]), replayed=True)
     return [_settled(result) for result in results]

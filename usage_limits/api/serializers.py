@@ -282,3 +282,53 @@ class DenialSerializer(serializers.Serializer[Any]):
     requested = serializers.IntegerField()
     resets_at = serializers.DateTimeField(allow_null=True)
     upgrade_url = serializers.CharField(allow_null=True)
+
+
+# --- the events fast path ----------------------------------------------------------------------
+
+_EVENT_FIELDS = frozenset(
+    {"feature", "quantity", "idempotency_key", "timestamp", "metadata", "enforce"}
+)
+
+
+def parse_events_quickly(items: list[Any]) -> list[dict[str, Any]] | None:
+    """The validated fields of every event, or ``None`` to let :class:`UsageEventSerializer`
+    judge the batch (and word its errors).
+
+    DRF's field machinery costs about 0.1 ms an event, most of a 1,000-event request. This accepts
+    only what the serializer accepts, in plain Python; anything it is unsure of (a timestamp, a
+    value out of range, an unknown field) sends the whole batch through the serializer, so the
+    serializer stays the single definition of a valid event (the tests hold the two together).
+    """
+    parsed = []
+    for item in items:
+        if type(item) is not dict or not _EVENT_FIELDS.issuperset(item):
+            return None
+        feature = item.get("feature")
+        quantity = item.get("quantity")
+        key = item.get("idempotency_key")
+        enforce = item.get("enforce", False)
+        if (
+            type(feature) is not str
+            or not 0 < len(feature.strip()) == len(feature) <= MAX_FEATURE_LENGTH
+            or type(quantity) is not int
+            or not 0 < quantity <= MAX_QUANTITY
+            or type(key) is not str
+            or not 0 < len(key.strip()) == len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+            or type(enforce) is not bool
+            or "timestamp" in item
+        ):
+            return None
+        fields: dict[str, Any] = {
+            "feature": feature,
+            "quantity": quantity,
+            "idempotency_key": key,
+            "enforce": enforce,
+        }
+        if "metadata" in item:
+            metadata = item["metadata"]
+            if type(metadata) is not dict or len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+                return None
+            fields["metadata"] = metadata
+        parsed.append(fields)
+    return parsed

@@ -239,10 +239,13 @@ class UsageEventsView(UsageAPIView):
                     ]
                 }
             )
-        serializer = s.UsageEventSerializer(data=items, many=True)
-        if not serializer.is_valid():
-            raise self._per_event(single, dict(enumerate(serializer.errors)))
-        events = [UsageEventInput(**fields) for fields in serializer.validated_data]
+        validated = s.parse_events_quickly(items)
+        if validated is None:
+            serializer = s.UsageEventSerializer(data=items, many=True)
+            if not serializer.is_valid():
+                raise self._per_event(single, self._all_problems(items))
+            validated = serializer.validated_data
+        events = [UsageEventInput(**fields) for fields in validated]
         try:
             decisions = engine.record_events(self.tenant, events)
         except InvalidEvents as exc:
@@ -263,6 +266,23 @@ class UsageEventsView(UsageAPIView):
             "results": results,
         }
         return Response({"success": True, "data": body})
+
+    def _all_problems(self, items: list[Any]) -> dict[int, Any]:
+        """Every event's problems, malformed ones and well-formed ones the tenant cannot record
+        (an unknown feature, an old timestamp), so a client fixes its batch in one round."""
+        problems: dict[int, Any] = {}
+        well_formed: dict[int, UsageEventInput] = {}
+        for index, item in enumerate(items):
+            one = s.UsageEventSerializer(data=item)
+            if one.is_valid():
+                well_formed[index] = UsageEventInput(**one.validated_data)
+            else:
+                problems[index] = one.errors
+        positions = list(well_formed)
+        found = engine.invalid_events(self.tenant, list(well_formed.values()))
+        for position, fields in found.items():
+            problems[positions[position]] = {f: [m] for f, m in fields.items()}
+        return dict(sorted(problems.items()))
 
     @staticmethod
     def _per_event(single: bool, errors: dict[int, Any]) -> ValidationError:
