@@ -34,14 +34,23 @@ def member_client(tenant: Tenant, **user: Any) -> APIClient:
     return token_client(membership.user)
 
 
-def staff_client(*permissions: str, staff: bool = True) -> APIClient:
+def staff_user(*permissions: str, staff: bool = True) -> Any:
     user = UserFactory(is_staff=staff)
     for name in permissions:
         app_label, codename = name.split(".")
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label=app_label, codename=codename)
         )
-    return token_client(user)
+    return user
+
+
+def staff_client(*permissions: str, staff: bool = True) -> APIClient:
+    return token_client(staff_user(*permissions, staff=staff))
+
+
+def token_header(user: Any) -> str:
+    token, _ = Token.objects.get_or_create(user=user)
+    return f"Token {token.key}"
 
 
 # --- the schema ------------------------------------------------------------------------------
