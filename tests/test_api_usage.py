@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -197,3 +198,14 @@ def test_bad_history_parameters_are_400_field_errors(
     assert response.status_code == 400
     body = assert_matches_schema(response, HISTORY, "get")
     assert field in body["errors"]
+
+
+def test_usage_costs_a_fixed_number_of_queries(
+    tenant: Tenant, django_assert_num_queries: Any
+) -> None:
+    client = member_client(tenant)
+    consume(tenant, "api_calls")
+    client.get(USAGE)  # warms the rules cache
+    # token, membership (the resolver), every counter in one query
+    with django_assert_num_queries(3):
+        assert client.get(USAGE).status_code == 200

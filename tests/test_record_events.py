@@ -252,3 +252,13 @@ def test_the_clock_skew_setting_widens_what_counts_as_the_future(tenant: Tenant)
     ):
         record_events(tenant, [event])
     assert record_events(tenant, [event])[0].allowed
+
+
+@pytest.mark.django_db
+def test_invalid_events_tells_without_recording(tenant: Tenant) -> None:
+    from usage_limits import invalid_events
+
+    events = [UsageEventInput("api_calls", 1), UsageEventInput("nope", 1)]
+    assert list(invalid_events(tenant, events)) == [1]
+    assert invalid_events(tenant, events[:1]) == {}
+    assert used(tenant) == 0
