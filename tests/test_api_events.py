@@ -361,3 +361,12 @@ def test_a_batch_of_a_thousand_costs_a_fixed_number_of_queries(
     with django_assert_max_num_queries(expected):
         assert post(client, batch).status_code == 200
     assert used(tenant) == 1001
+
+
+@pytest.mark.django_db
+def test_idempotency_keys_are_opaque_whitespace_and_all(tenant: Tenant) -> None:
+    client = member_client(tenant)
+    post(client, event("abc", 1))
+    assert post(client, event("abc ", 1)).status_code == 201
+    assert post(client, [event(" abc", 1)]).json()["data"]["counted"] == 1
+    assert used(tenant) == 3

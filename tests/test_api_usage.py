@@ -11,7 +11,12 @@ from rest_framework.test import APIClient
 
 from usage_limits import consume, increment_usage, set_usage
 from usage_limits.models import Tenant, UsageRecord
-from usage_limits.testing.factories import MembershipFactory, TenantFactory, UserFactory
+from usage_limits.testing.factories import (
+    MembershipFactory,
+    TenantFactory,
+    UserFactory,
+    plan_with_limits,
+)
 
 from .api_support import assert_matches_schema, member_client, staff_client, token_client
 
@@ -209,3 +214,11 @@ def test_usage_costs_a_fixed_number_of_queries(
     # token, membership (the resolver), every counter in one query
     with django_assert_num_queries(3):
         assert client.get(USAGE).status_code == 200
+
+
+def test_history_of_a_feature_the_plan_no_longer_has(tenant: Tenant) -> None:
+    consume(tenant, "api_calls", 2)
+    tenant.plan = plan_with_limits("TINY", projects=1)
+    tenant.save()
+    results = member_client(tenant).get(HISTORY, {"feature": "api_calls"}).json()["data"]["results"]
+    assert [r["used"] for r in results] == [2]

@@ -103,6 +103,7 @@ class UsageEventSerializer(serializers.Serializer[Any]):
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
     idempotency_key = StrictCharField(
         max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        trim_whitespace=False,  # a key is opaque: "abc " and "abc" are two keys
         help_text="Unique per tenant: a repeated key counts once and answers with the original "
         "result.",
     )
@@ -314,7 +315,7 @@ def parse_events_quickly(items: list[Any]) -> list[dict[str, Any]] | None:
             or type(quantity) is not int
             or not 0 < quantity <= MAX_QUANTITY
             or type(key) is not str
-            or not 0 < len(key.strip()) == len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+            or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
             or type(enforce) is not bool
             or "timestamp" in item
         ):
