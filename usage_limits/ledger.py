@@ -1,7 +1,8 @@
 """Writing usage events to the ledger (:class:`~usage_limits.models.UsageEvent`) in bulk.
 
-A batch of events becomes one multi-row ``INSERT`` (split only where the database caps the
-number of parameters: 999 on SQLite). ``QuerySet.bulk_create`` does the same, but prepares every
+A batch of events becomes one ``INSERT``: on PostgreSQL an ``INSERT ... SELECT`` from
+``json_to_recordset()`` over one JSON parameter, elsewhere a multi-row ``VALUES`` (split only where
+the database caps the number of parameters: 999 on SQLite). ``QuerySet.bulk_create`` does the same, but prepares every
 value of every row through the field machinery; for the 1,000-event batches of the events API
 that was most of the request's time. Values here are adapted the same way the ORM adapts them
 (``adapt_datetimefield_value``, the JSON field's ``get_db_prep_save``), so rows read back alike.
@@ -51,22 +52,13 @@ class LedgerRow:
     metadata: dict[str, Any]
 
 
-# PostgreSQL: one array per column, so the statement text (and psycopg's parsing of it) is the
-# same whatever the batch size. A 1,000-row VALUES list has 13,000 placeholders to parse.
-_POSTGRES_TYPES = (
-    "bigint",
-    "varchar",
-    "bigint",
-    "varchar",
-    "timestamptz",
-    "varchar",
-    "boolean",
-    "bigint",
-    "jsonb",
-    "varchar",
-    "integer",
-    "text",
-    "timestamptz",
+# PostgreSQL: the rows travel as one JSON document expanded by json_to_recordset(), so the
+# statement text is the same whatever the batch size (a 1,000-row VALUES list has 13,000
+# placeholders for psycopg to parse) and no value is adapted one by one in Python.
+_POSTGRES_RECORD = (
+    "tenant_id bigint, feature varchar, quantity bigint, idempotency_key varchar, "
+    "timestamp timestamptz, period_key varchar, accepted boolean, used_after bigint, "
+    "metadata jsonb"
 )
 
 
@@ -95,7 +87,7 @@ def insert_events(alias: str, rows: Sequence[LedgerRow]) -> None:
         return
     connection = connections[alias]
     if connection.vendor == "postgresql":
-        _insert_unnest(connection, rows)
+        _insert_json(connection, rows)
         return
     ops = connection.ops
     metadata_field = UsageEvent._meta.get_field("metadata")
@@ -130,27 +122,32 @@ def insert_events(alias: str, rows: Sequence[LedgerRow]) -> None:
             cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {values}", params)
 
 
-def _insert_unnest(connection: Any, rows: Sequence[LedgerRow]) -> None:
+def _insert_json(connection: Any, rows: Sequence[LedgerRow]) -> None:
     ops = connection.ops
     table = ops.quote_name(UsageEvent._meta.db_table)
     columns = ", ".join(ops.quote_name(c) for c in _COLUMNS)
-    arrays = ", ".join(f"%s::{kind}[]" for kind in _POSTGRES_TYPES)
-    now = timezone.now()
-    count = len(rows)
-    params = [
-        [row.tenant_id for row in rows],
-        [row.feature for row in rows],
-        [row.quantity for row in rows],
-        [row.idempotency_key for row in rows],
-        [row.timestamp for row in rows],
-        [row.period_key for row in rows],
-        [row.accepted for row in rows],
-        [row.used_after for row in rows],
-        [json.dumps(row.metadata, cls=DjangoJSONEncoder) for row in rows],
-        [UsageEvent.ReportState.NOT_REPORTED.value] * count,
-        [0] * count,
-        [""] * count,
-        [now] * count,
-    ]
+    selected = ", ".join(ops.quote_name(c) for c in _COLUMNS[:9])
+    document = json.dumps(
+        [
+            {
+                "tenant_id": row.tenant_id,
+                "feature": row.feature,
+                "quantity": row.quantity,
+                "idempotency_key": row.idempotency_key,
+                "timestamp": row.timestamp.isoformat(),
+                "period_key": row.period_key,
+                "accepted": row.accepted,
+                "used_after": row.used_after,
+                "metadata": row.metadata,
+            }
+            for row in rows
+        ],
+        cls=DjangoJSONEncoder,
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})", params)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) "
+            f"SELECT {selected}, %s, 0, '', %s "
+            f"FROM json_to_recordset(%s::json) AS r({_POSTGRES_RECORD})",
+            [UsageEvent.ReportState.NOT_REPORTED.value, timezone.now(), document],
+        )
