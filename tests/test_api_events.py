@@ -364,9 +364,11 @@ def test_a_batch_of_a_thousand_costs_a_fixed_number_of_queries(
 
 
 @pytest.mark.django_db
-def test_idempotency_keys_are_opaque_whitespace_and_all(tenant: Tenant) -> None:
+def test_idempotency_keys_are_exact_case_whitespace_and_all(tenant: Tenant) -> None:
     client = member_client(tenant)
     post(client, event("abc", 1))
     assert post(client, event("abc ", 1)).status_code == 201
-    assert post(client, [event(" abc", 1)]).json()["data"]["counted"] == 1
-    assert used(tenant) == 3
+    assert post(client, event("ABC", 1)).status_code == 201
+    assert post(client, [event(" abc", 1), event("Abc", 1)]).json()["data"]["counted"] == 2
+    assert used(tenant) == 5
+    assert post(client, event("ABC", 1)).json()["data"]["replayed"] is True

@@ -1,11 +1,12 @@
 """Writing usage events to the ledger (:class:`~usage_limits.models.UsageEvent`) in bulk.
 
 A batch of events becomes one ``INSERT``: on PostgreSQL an ``INSERT ... SELECT`` from
-``json_to_recordset()`` over one JSON parameter, elsewhere a multi-row ``VALUES`` (split only where
-the database caps the number of parameters: 999 on SQLite). ``QuerySet.bulk_create`` does the same, but prepares every
-value of every row through the field machinery; for the 1,000-event batches of the events API
-that was most of the request's time. Values here are adapted the same way the ORM adapts them
-(``adapt_datetimefield_value``, the JSON field's ``get_db_prep_save``), so rows read back alike.
+``json_to_recordset()`` over one JSON parameter, elsewhere a multi-row ``VALUES`` (split only
+where the database caps the number of parameters: 999 on SQLite). ``QuerySet.bulk_create``
+prepares every value of every row through the field machinery; for the 1,000-event batches of
+the events API that was most of the request's time. Values are adapted as the ORM adapts them
+(``adapt_datetimefield_value``, the JSON field's ``get_db_prep_save``, ISO 8601 in the JSON
+document), so the rows read back alike.
 """
 
 from __future__ import annotations
