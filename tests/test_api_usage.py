@@ -193,6 +193,8 @@ def test_history_never_shows_another_tenants_rows(tenant: Tenant) -> None:
         ({"feature": "nope"}, "feature"),
         ({"feature": "api_calls", "limit": "ten"}, "limit"),
         ({"offset": "-1"}, "offset"),
+        ({"offset": "9" * 25}, "offset"),
+        ({"limit": "9" * 25}, "limit"),
         ({"granularity": "hour"}, "granularity"),
     ],
 )

@@ -52,6 +52,8 @@ from usage_limits.responses import denial_payload, ratelimit_headers, status_cod
 from usage_limits.results import Decision
 from usage_limits.rules import known_features, tenant_rules
 
+MAX_OFFSET = 10**12
+
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid request: see `errors`."),
     401: OpenApiResponse(s.ErrorSerializer, description="Not signed in (no or a bad token)."),
@@ -142,8 +144,9 @@ class UsageHistoryView(UsageAPIView):
             errors["feature"] = [f"Unknown feature {feature!r}."]
         for name in ("limit", "offset"):
             raw = request.query_params.get(name)
-            if raw is not None and not raw.isdigit():
-                errors[name] = ["A whole number >= 0 is required."]
+            if raw is not None and not (raw.isdigit() and int(raw) <= MAX_OFFSET):
+                # Bounded: an OFFSET past 64 bits is a database error, not an empty page.
+                errors[name] = [f"A whole number from 0 to {MAX_OFFSET} is required."]
         if errors:
             raise invalid(errors)
         rows, as_item = HISTORY_SOURCES[granularity]
