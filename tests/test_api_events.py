@@ -234,7 +234,7 @@ def test_bad_json_is_a_400_parse_error(tenant: Tenant) -> None:
 def test_a_form_body_is_refused_with_415(tenant: Tenant) -> None:
     response = member_client(tenant).post(EVENTS, {"feature": "api_calls"})
     assert response.status_code == 415
-    assert response.json()["success"] is False
+    assert assert_matches_schema(response, EVENTS, "post")["code"] == "unsupported_media_type"
 
 
 @pytest.mark.django_db

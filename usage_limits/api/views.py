@@ -60,6 +60,9 @@ ERRORS = {
     403: OpenApiResponse(s.ErrorSerializer, description="Signed in, but not allowed."),
 }
 NOT_FOUND = {404: OpenApiResponse(s.ErrorSerializer, description="No such tenant.")}
+NOT_JSON = {
+    415: OpenApiResponse(s.ErrorSerializer, description="The body is not application/json.")
+}
 TENANT_HEADER = OpenApiParameter(
     "X-Tenant",
     str,
@@ -209,6 +212,10 @@ class UsageEventsView(UsageAPIView):
             402: OpenApiResponse(s.DenialSerializer, description="Subscription inactive."),
             429: OpenApiResponse(s.DenialSerializer, description="The event does not fit."),
             **ERRORS,
+            404: OpenApiResponse(
+                s.ErrorSerializer, description="The tenant was deleted while recording."
+            ),
+            **NOT_JSON,
         },
         examples=[
             OpenApiExample(
@@ -330,7 +337,7 @@ class UsageResetView(UsageAPIView):
             "and the `usage_limits.reset_usage` permission."
         ),
         request=s.UsageResetSerializer,
-        responses={200: s.ResetResponseSerializer, **ERRORS, **NOT_FOUND},
+        responses={200: s.ResetResponseSerializer, **ERRORS, **NOT_FOUND, **NOT_JSON},
     )
     def post(self, request: Request) -> Response:
         serializer = s.UsageResetSerializer(data=request.data)
@@ -374,7 +381,7 @@ class UsageLimitsView(UsageAPIView):
             "tenant's periods close. Answers with the tenant's usage under the new limits."
         ),
         request=s.UsageLimitsSerializer,
-        responses={200: s.UsageResponseSerializer, **ERRORS, **NOT_FOUND},
+        responses={200: s.UsageResponseSerializer, **ERRORS, **NOT_FOUND, **NOT_JSON},
     )
     def patch(self, request: Request) -> Response:
         serializer = s.UsageLimitsSerializer(data=request.data)
