@@ -372,3 +372,21 @@ def test_idempotency_keys_are_exact_case_whitespace_and_all(tenant: Tenant) -> N
     assert post(client, [event(" abc", 1), event("Abc", 1)]).json()["data"]["counted"] == 2
     assert used(tenant) == 5
     assert post(client, event("ABC", 1)).json()["data"]["replayed"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_enforced_events_admit_exactly_the_limit() -> None:
+    tenant = TenantFactory(plan=plan_with_limits("TIGHT", api_calls=25))
+    user = MembershipFactory(tenant=tenant).user
+    clients = [token_client(user) for _ in range(8)]
+
+    def send(index: int) -> tuple[int, int]:
+        single = post(clients[index], event(f"one-{index}", 1, enforce=True))
+        batch = [event(f"b-{index}-{i}", 1, enforce=True) for i in range(5)]
+        counted = post(clients[index], batch).json()["data"]["counted"]
+        return int(single.status_code == 201), int(counted)
+
+    results = run_in_threads(8, send)
+    assert sum(single + counted for single, counted in results) == 25
+    assert used(tenant) == 25
+    assert UsageEvent.objects.filter(tenant=tenant, accepted=True).count() == 25
