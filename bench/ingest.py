@@ -8,7 +8,8 @@ token authentication, DRF parsing and validation, the engine's batch path, the J
 with no network in between: the figure is the server's cost, on one core. Every event carries a
 fresh idempotency key, so each one is a ledger row; the "replayed" rows send batches already
 seen, which must count nothing. The database is a dedicated one (``bench_usage_limits_ingest``
-on servers, a file in /tmp for SQLite), emptied first. Goal: >= 5,000 events/s on PostgreSQL in
+on servers, a file in /tmp for SQLite), created anew for each run. Goal: >= 5,000 events/s on
+PostgreSQL in
 batches of 100 and of 1,000.
 """
 
@@ -88,6 +89,9 @@ def configure() -> str:
 
 
 def create_database(database: dict[str, Any]) -> None:
+    """A new, empty benchmark database each run (never the test or example databases)."""
+    if database["ENGINE"].endswith("sqlite3"):
+        Path(database["NAME"]).unlink(missing_ok=True)
     if database["ENGINE"].endswith("postgresql"):
         import psycopg
 
@@ -98,11 +102,8 @@ def create_database(database: dict[str, Any]) -> None:
             dbname="postgres",
             autocommit=True,
         ) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]
-            ).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     elif database["ENGINE"].endswith("mysql"):
         import MySQLdb
 
@@ -112,7 +113,8 @@ def create_database(database: dict[str, Any]) -> None:
             user=database.get("USER") or "root",
             passwd=database.get("PASSWORD") or "",
         )
-        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}`")
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{DB_NAME}`")
+        conn.cursor().execute(f"CREATE DATABASE `{DB_NAME}`")
         conn.close()
 
 

@@ -28,7 +28,7 @@ from usage_limits.exceptions import (
     UnknownFeature,
     WrongFeatureKind,
 )
-from usage_limits.ledger import LedgerRow, insert_events, known_events
+from usage_limits.ledger import KnownEvent, LedgerRow, insert_events, known_events
 from usage_limits.models import (
     FeatureKind,
     ResetMode,
@@ -344,7 +344,7 @@ def _count_once(
 
 
 def _replayed(
-    rules: TenantRules, rule: FeatureRule, period: Period, original: UsageEvent
+    rules: TenantRules, rule: FeatureRule, period: Period, original: UsageEvent | KnownEvent
 ) -> Decision:
     """The outcome an idempotency key got the first time, as a decision that counted nothing."""
     used = original.used_after or 0
