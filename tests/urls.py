@@ -6,4 +6,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("usage/", include("usage_limits.urls")),
+    path("api/", include("usage_limits.api.urls")),
 ]

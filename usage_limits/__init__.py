@@ -17,6 +17,9 @@ _EXPORTS = {
     "get_usage": "usage_limits.engine",
     "has_feature": "usage_limits.engine",
     "increment_usage": "usage_limits.engine",
+    "invalid_events": "usage_limits.engine",
+    "record_events": "usage_limits.engine",
+    "UsageEventInput": "usage_limits.events",
     "refund": "usage_limits.engine",
     "reset_usage": "usage_limits.engine",
     "set_usage": "usage_limits.engine",
@@ -33,11 +36,14 @@ __all__ = [
     "FeatureUsage",
     "Level",
     "TenantUsage",
+    "UsageEventInput",
     "check_limit",
     "consume",
     "get_usage",
     "has_feature",
     "increment_usage",
+    "invalid_events",
+    "record_events",
     "refund",
     "reset_usage",
     "set_usage",
@@ -50,10 +56,13 @@ if TYPE_CHECKING:  # pragma: no cover
         get_usage,
         has_feature,
         increment_usage,
+        invalid_events,
+        record_events,
         refund,
         reset_usage,
         set_usage,
     )
+    from usage_limits.events import UsageEventInput
     from usage_limits.levels import Level
     from usage_limits.results import Decision, DenialReason, FeatureUsage, TenantUsage
 

@@ -418,3 +418,24 @@ def _check_dashboard(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+@register(Tags.compatibility)
+def check_event_settings(
+    app_configs: Iterable[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Settings of the usage events API (``usage_limits.E060``...)."""
+    raw = getattr(settings, "USAGE_LIMITS", {})
+    if not isinstance(raw, Mapping):
+        return []  # E001 already says so
+    skew = raw.get("EVENT_CLOCK_SKEW_SECONDS", DEFAULTS["EVENT_CLOCK_SKEW_SECONDS"])
+    if isinstance(skew, bool) or not isinstance(skew, int) or skew < 0:
+        return [
+            _error(
+                60,
+                f"USAGE_LIMITS['EVENT_CLOCK_SKEW_SECONDS'] must be a whole number of seconds >= 0, "
+                f"got {skew!r}.",
+                "e.g. 60: events stamped up to a minute ahead of this server's clock are accepted.",
+            )
+        ]
+    return []

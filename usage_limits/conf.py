@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY": True,
     # Stripe reporting, webhooks and pricing (docs/billing.md); empty: billing is off
     "BILLING": {},
+    # how far in the future a reported event's timestamp may lie (other services' clocks drift)
+    "EVENT_CLOCK_SKEW_SECONDS": 60,
 }
 
 
@@ -151,6 +153,10 @@ class UsageLimitsSettings:
         meters = self.BILLING.get("METERS")
         meter = meters.get(feature) if isinstance(meters, Mapping) else None
         return str(meter) if meter else None
+
+    @property
+    def EVENT_CLOCK_SKEW_SECONDS(self) -> int:
+        return int(self.get("EVENT_CLOCK_SKEW_SECONDS"))
 
 
 conf = UsageLimitsSettings()

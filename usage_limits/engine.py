@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import caches
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from usage_limits import signals
 from usage_limits.backends import CounterChange, CounterKey, get_store
 from usage_limits.conf import conf
+from usage_limits.events import UsageEventInput, validate_events
 from usage_limits.exceptions import (
     FeatureNotInPlan,
+    InvalidEvents,
     InvalidIdempotencyKey,
+    StoreUnavailable,
     UnknownFeature,
     WrongFeatureKind,
 )
+from usage_limits.ledger import KnownEvent, LedgerRow, insert_events, known_events
 from usage_limits.models import (
     FeatureKind,
     ResetMode,
@@ -36,7 +41,7 @@ from usage_limits.models import (
     UsageReset,
 )
 from usage_limits.periods import ALL_TIME, Period, period_containing
-from usage_limits.quantities import validate_quantity
+from usage_limits.quantities import MAX_QUANTITY, validate_quantity
 from usage_limits.results import (
     Decision,
     DenialReason,
@@ -56,6 +61,8 @@ __all__ = [
     "get_usage",
     "has_feature",
     "increment_usage",
+    "invalid_events",
+    "record_events",
     "refund",
     "reset_usage",
     "set_usage",
@@ -360,22 +367,8 @@ def _count_once(
             original = UsageEvent.objects.using(alias).get(
                 tenant_id=rules.tenant_id, idempotency_key=idempotency_key
             )
-            used = original.used_after or 0
-            replay = Decision(
-                allowed=original.accepted,
-                tenant_id=rules.tenant_id,
-                plan=rules.plan_code,
-                feature=original.feature,
-                kind=rule.kind,
-                quantity=original.quantity,
-                used_before=used - original.quantity if original.accepted else used,
-                used=used,
-                limit=rule.limit,
-                period=period,
-                reason=None if original.accepted else DenialReason.QUOTA_EXCEEDED,
-                replayed=True,
-            )
-            return replay, CounterChange(False, used, used)
+            replay = _replayed(rules, rule, period, original)
+            return replay, CounterChange(False, replay.used, replay.used)
         change: CounterChange = apply()
         UsageEvent.objects.using(alias).filter(pk=event.pk).update(
             accepted=change.applied,
@@ -417,6 +410,251 @@ def _count_billable(
                 report_state=UsageEvent.ReportState.PENDING,
             )
     return change
+
+
+def _replayed(
+    rules: TenantRules, rule: FeatureRule, period: Period, original: UsageEvent | KnownEvent
+) -> Decision:
+    """The outcome an idempotency key got the first time, as a decision that counted nothing."""
+    used = original.used_after or 0
+    return Decision(
+        allowed=original.accepted,
+        tenant_id=rules.tenant_id,
+        plan=rules.plan_code,
+        feature=original.feature,
+        kind=rule.kind,
+        quantity=original.quantity,
+        used_before=used - original.quantity if original.accepted else used,
+        used=used,
+        limit=rule.limit,
+        period=period,
+        reason=None if original.accepted else DenialReason.QUOTA_EXCEEDED,
+        replayed=True,
+    )
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+# A batch that lost a race for an idempotency key to a concurrent request is retried (it then
+# sees the winner's committed event as a replay) this many times before each event goes alone.
+_BATCH_ATTEMPTS = 5
+
+
+def record_events(
+    tenant: TenantRef, events: Sequence[UsageEventInput], *, now: datetime | None = None
+) -> list[Decision]:
+    """Record a batch of usage events: one decision per event, in the batch's order.
+
+    The whole batch is validated first (:class:`~usage_limits.exceptions.InvalidEvents` says what
+    is wrong with which event, and nothing is counted). Then, in one transaction: one query finds
+    the idempotency keys seen before (those events are answered with their original outcome and
+    counted nothing), one store statement per feature adds the batch's total (``enforce`` events:
+    a guarded add of the total, or one guarded add per event when the total does not fit), and one
+    multi-row insert writes the events to the ledger with their outcomes. A repeated key within the
+    batch counts once. If a concurrent request commits one of the batch's keys first, the insert
+    fails, the transaction rolls back and the batch runs again, now seeing that key as a replay.
+    """
+    rules = tenant_rules(tenant)
+    now = now or timezone.now()
+    events = list(events)
+    periods = _counted_periods(rules, now)
+    errors = validate_events(
+        rules, events, now=now, period_start={f: p.start for f, p in periods.items()}
+    )
+    if errors:
+        raise InvalidEvents(errors)
+    if not events:
+        return []
+    alias = conf.DATABASE_ALIAS
+    for _attempt in range(_BATCH_ATTEMPTS):
+        try:
+            with transaction.atomic(using=alias):
+                return _record_batch(rules, events, periods, now)
+        except IntegrityError:
+            continue
+        except (OperationalError, StoreUnavailable) as exc:
+            # InnoDB may pick a batch as the victim of a lock cycle on a key's index entry (the
+            # first use of a period, duplicate-key checks); the whole transaction was rolled
+            # back, so running it again is safe. (The store reports it as StoreUnavailable.)
+            if not _is_deadlock(exc):
+                raise
+    logger.warning("usage_limits: a batch of %d events kept losing key races", len(events))
+    return [_record_alone(rules.tenant_id, event) for event in events]
+
+
+def invalid_events(
+    tenant: TenantRef, events: Sequence[UsageEventInput], *, now: datetime | None = None
+) -> dict[int, dict[str, str]]:
+    """What :func:`record_events` would refuse, by index (empty: nothing). Counts nothing."""
+    rules = tenant_rules(tenant)
+    now = now or timezone.now()
+    periods = _counted_periods(rules, now)
+    return validate_events(
+        rules, list(events), now=now, period_start={f: p.start for f, p in periods.items()}
+    )
+
+
+def _counted_periods(rules: TenantRules, now: datetime) -> dict[str, Period]:
+    return {
+        rule.feature: period_for(rules, rule, now)
+        for rule in rules.rules.values()
+        if rule.kind != FeatureKind.BOOLEAN
+    }
+
+
+def _record_batch(
+    rules: TenantRules,
+    events: list[UsageEventInput],
+    periods: Mapping[str, Period],
+    now: datetime,
+) -> list[Decision]:
+    alias = conf.DATABASE_ALIAS
+    keys = {e.idempotency_key for e in events if e.idempotency_key is not None}
+    originals = known_events(alias, rules.tenant_id, keys)
+    results: list[Decision | None] = [None] * len(events)
+    first_with_key: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []
+    to_count: dict[str, list[int]] = {}
+    allows_use = rules.subscription_allows_use(now)
+    for index, event in enumerate(events):
+        rule = rules.rules[event.feature]
+        key = event.idempotency_key
+        if key is not None:
+            original = originals.get(key)
+            if original is not None:
+                results[index] = _replayed(rules, rule, periods[rule.feature], original)
+                continue
+            if key in first_with_key:
+                repeats.append((index, first_with_key[key]))
+                continue
+            first_with_key[key] = index
+        if event.enforce and not allows_use:
+            # As consume(): refused before counting, so nothing goes into the ledger either.
+            period = periods[rule.feature]
+            results[index] = _decision(
+                rules,
+                rule,
+                period,
+                event.quantity,
+                CounterChange(False, 0, 0),
+                allowed=False,
+                reason=DenialReason.SUBSCRIPTION_INACTIVE,
+            )
+            continue
+        to_count.setdefault(rule.feature, []).append(index)
+
+    ledger: list[LedgerRow] = []
+    # Sorted, so that two batches touching the same counters lock them in the same order.
+    for feature in sorted(to_count):
+        rule = rules.rules[feature]
+        billable = conf.stripe_meter(feature) is not None
+        period = periods[feature]
+        indices = to_count[feature]
+        group = [events[i] for i in indices]
+        changes = _count_group(CounterKey(rules.tenant_id, feature, period), rule, group)
+        for index, event, change in zip(indices, group, changes, strict=True):
+            results[index] = _decision(
+                rules,
+                rule,
+                period,
+                event.quantity,
+                change,
+                allowed=change.applied,
+                reason=None if change.applied else DenialReason.QUOTA_EXCEEDED,
+            )
+            ledger.append(
+                LedgerRow(
+                    tenant_id=rules.tenant_id,
+                    feature=feature,
+                    quantity=event.quantity,
+                    idempotency_key=event.idempotency_key,
+                    timestamp=event.timestamp or now,
+                    period_key=period.key,
+                    accepted=change.applied,
+                    used_after=change.after,
+                    metadata=dict(event.metadata or {}),
+                    report_state=UsageEvent.ReportState.PENDING
+                    if change.applied and billable
+                    else UsageEvent.ReportState.NOT_REPORTED,
+                )
+            )
+        applied = [c for c in changes if c.applied]
+        if applied:
+            _announce_thresholds(
+                rules, rule, period, CounterChange(True, applied[0].before, applied[-1].after)
+            )
+        if len(applied) < len(changes):
+            _announce_exceeded(rules, rule, period, changes[-1].after)
+    # Key order again: two batches sharing keys wait for each other instead of deadlocking.
+    ledger.sort(key=lambda e: (e.idempotency_key is None, e.idempotency_key or ""))
+    insert_events(alias, ledger)
+    for index, first in repeats:
+        results[index] = replace(_settled(results[first]), replayed=True)
+    return [_settled(result) for result in results]
+
+
+def _is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is the database choosing this transaction as a victim."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if getattr(cause, "sqlstate", None) in {"40P01", "40001"}:  # PostgreSQL
+            return True
+        args: tuple[Any, ...] = tuple(getattr(cause, "args", ()))
+        if args and args[0] in {1205, 1213}:  # MySQL / MariaDB: lock wait, deadlock
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _count_group(
+    key: CounterKey, rule: FeatureRule, events: list[UsageEventInput]
+) -> list[CounterChange]:
+    """Count one feature's events of a batch: one store statement when they all fit."""
+    store = get_store()
+    quantities = [e.quantity for e in events]
+    total = sum(quantities)
+    if total <= MAX_QUANTITY:
+        if rule.limit is None or not any(e.enforce for e in events):
+            return _split(store.increment(key, total), quantities)
+        if all(e.enforce for e in events):
+            change = store.consume(key, total, rule.limit)
+            if change.applied:
+                return _split(change, quantities)
+    # Some do not fit (or enforced and recorded events are mixed): each in turn, in batch order,
+    # so the ones that fit are counted and the rest are denied exactly as consume() would.
+    return [
+        store.consume(key, e.quantity, rule.limit)
+        if e.enforce
+        else store.increment(key, e.quantity)
+        for e in events
+    ]
+
+
+def _split(change: CounterChange, quantities: list[int]) -> list[CounterChange]:
+    """One statement added the batch's total: give each event its own slice of it, in order."""
+    changes = []
+    before = change.before
+    for quantity in quantities:
+        changes.append(CounterChange(True, before, before + quantity))
+        before += quantity
+    return changes
+
+
+def _settled(result: Decision | None) -> Decision:
+    if result is None:  # pragma: no cover - every index is filled above
+        raise RuntimeError("an event of the batch was left without an outcome")
+    return result
+
+
+def _record_alone(tenant_id: int, event: UsageEventInput) -> Decision:
+    count = consume if event.enforce else increment_usage
+    return count(
+        tenant_id,
+        event.feature,
+        event.quantity,
+        idempotency_key=event.idempotency_key,
+        metadata=event.metadata,
+    )
 
 
 def refund(tenant: TenantRef, feature: str, quantity: int = 1) -> Decision:

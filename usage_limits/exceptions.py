@@ -36,3 +36,17 @@ class UnknownTenant(UsageLimitsError, LookupError):
 
 class StoreUnavailable(UsageLimitsError):
     """The counter store could not be reached (a Redis outage, a dropped database connection)."""
+
+
+class InvalidEvents(UsageLimitsError, ValueError):
+    """A batch of usage events that will not be recorded, with what is wrong with each event.
+
+    ``errors`` maps an event's index in the batch to ``{field: message}``. Nothing in the batch was
+    counted: a batch is validated whole before anything changes.
+    """
+
+    def __init__(self, errors: dict[int, dict[str, str]]) -> None:
+        self.errors = errors
+        first = min(errors)
+        detail = "; ".join(f"{field}: {message}" for field, message in errors[first].items())
+        super().__init__(f"{len(errors)} invalid event(s); event {first}: {detail}")

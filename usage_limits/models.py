@@ -133,6 +133,13 @@ class Tenant(models.Model):
         blank=True,
         help_text=_("Empty: the USAGE_LIMITS['RESET_MODE'] setting."),
     )
+    reset_period = models.CharField(
+        _("reset period"),
+        max_length=32,
+        choices=PeriodName.choices,
+        blank=True,
+        help_text=_("Empty: each metered feature keeps its plan's period."),
+    )
     counting_since = models.DateTimeField(
         _("counting since"),
         null=True,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.core.cache import caches
@@ -197,6 +197,7 @@ def _tenant_part(tenant: Tenant, overrides: Mapping[str, int | None]) -> dict[st
         "past_due_since": tenant.past_due_since,
         "billing_anchor": tenant.billing_anchor or tenant.created_at,
         "reset_mode": tenant.reset_mode,
+        "reset_period": tenant.reset_period,
         "counting_since": tenant.counting_since,
         "overrides": {feature: normalise_limit(limit) for feature, limit in overrides.items()},
     }
@@ -250,6 +251,13 @@ def _compose(tenant_id: int, part: dict[str, object]) -> TenantRules:
             label=base.label,
             overridden=True,
         )
+    reset_period = str(part.get("reset_period") or "")
+    if reset_period:
+        # A per-tenant period (e.g. set through the API's PATCH /usage/limits/) replaces the
+        # plan's for every metered feature of the tenant.
+        for feature, rule in rules.items():
+            if rule.kind == FeatureKind.METERED:
+                rules[feature] = replace(rule, period=reset_period)
     return TenantRules(
         tenant_id=tenant_id,
         tenant_name=str(part["name"]),
