@@ -10,4 +10,5 @@ class UsageLimitsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from usage_limits import checks, invalidation  # noqa: F401  (registers checks and receivers)
+        # Registers the checks, the cache invalidation receivers and the settings' callbacks.
+        from usage_limits import callbacks, checks, invalidation  # noqa: F401

@@ -506,3 +506,23 @@ def _send_after_commit(signal: Any, **kwargs: Any) -> None:
                 )
 
     transaction.on_commit(send, using=conf.DATABASE_ALIAS)
+
+
+# --- request ledger ----------------------------------------------------------------------------
+
+
+def annotate_usage_event(
+    tenant: TenantRef, idempotency_key: str, metadata: Mapping[str, Any]
+) -> bool:
+    """Replace the metadata of the event counted under ``idempotency_key``.
+
+    For facts known only once the work is done (a request's duration and status). Touches the
+    ledger row only, never a counter; returns whether such an event exists.
+    """
+    tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
+    updated = (
+        UsageEvent.objects.using(conf.DATABASE_ALIAS)
+        .filter(tenant_id=tenant_id, idempotency_key=idempotency_key)
+        .update(metadata=dict(metadata))
+    )
+    return updated > 0
