@@ -88,3 +88,12 @@ def test_errors_stop_manage_py_check(settings: Any) -> None:
     settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "ANONYMOUS_REQUESTS": "maybe"}
     with pytest.raises(SystemCheckError, match=r"usage_limits\.E023"):
         call_command("check")
+
+
+def test_atomic_requests_on_the_counter_database_warns(settings: Any) -> None:
+    settings.DATABASES = {
+        "default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True},
+        "quota": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": False},
+    }
+    assert ids(settings) == ["usage_limits.W022"]
+    assert ids(settings, DATABASE_ALIAS="quota") == []

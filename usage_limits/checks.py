@@ -332,6 +332,7 @@ def check_enforcement(
     errors += _check_billable_statuses(raw)
     errors += _check_callbacks(raw)
     errors += _check_middleware_order(raw)
+    errors += _check_atomic_requests(raw)
     return errors
 
 
@@ -526,3 +527,21 @@ def _check_middleware_order(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+def _check_atomic_requests(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    alias = raw.get("DATABASE_ALIAS", DEFAULTS["DATABASE_ALIAS"])
+    database = settings.DATABASES.get(alias, {})
+    if not database.get("ATOMIC_REQUESTS"):
+        return []
+    return [
+        Warning(
+            f"DATABASES[{alias!r}] has ATOMIC_REQUESTS: a view enforced with @require_quota or a "
+            "mixin counts inside the view's transaction and holds the tenant's counter row until "
+            "the view ends, so the tenant's requests queue up behind each other.",
+            hint="Point USAGE_LIMITS['DATABASE_ALIAS'] at a second alias of the same database "
+            "without ATOMIC_REQUESTS (see docs/enforcement.md), or enforce with the middleware, "
+            "which counts before the view's transaction opens.",
+            id="usage_limits.W022",
+        )
+    ]
