@@ -184,11 +184,26 @@ def test_canceled_subscription_is_402(
     limited_tenant.subscription_status = SubscriptionStatus.CANCELED
     limited_tenant.save()
     client.force_login(member)
-    response = client.get("/fn/quota/")
+    with time_machine.travel(NOW, tick=False):
+        response = client.get("/fn/quota/")
+        page = client.get("/fn/quota/", **BROWSER)
     assert response.status_code == 402
-    assert response.json()["code"] == "subscription_inactive"
-    assert "subscription" in response.json()["error"]
+    assert response.json() == {
+        "success": False,
+        "error": "Your subscription is not active. Update your billing details.",
+        "code": "subscription_inactive",
+        "feature": "api_calls",
+        "plan": "FREE",
+        "limit": 3,
+        "used": 0,
+        "requested": 1,
+        "resets_at": "2026-12-01T00:00:00Z",
+        "upgrade_url": None,
+    }
     assert not response.has_header("Retry-After")
+    assert response["RateLimit"] == '"free-api_calls";r=3;t=1209600'
+    assert page.status_code == 402
+    assert "Your subscription is not active" in page.content.decode()
 
 
 def test_past_due_passes_within_grace_then_402(

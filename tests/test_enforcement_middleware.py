@@ -245,3 +245,22 @@ def test_without_request_events_nothing_is_written_to_the_ledger(
     client.force_login(member)
     client.get("/api/plain/")
     assert not UsageEvent.objects.exists()
+
+
+def test_the_subdomain_resolver_checks_membership(
+    client: Client, member: AbstractBaseUser, limited_tenant: Tenant, settings: Any
+) -> None:
+    settings.USAGE_LIMITS = {
+        **settings.USAGE_LIMITS,
+        "TENANT_RESOLVER": "usage_limits.tenancy.resolve_tenant_from_subdomain",
+    }
+    TenantFactory(plan=limited_tenant.plan, slug="victim")
+    assert client.get("/api/plain/", HTTP_HOST="acme.example.com").status_code == 401
+    client.force_login(member)
+    assert client.get("/api/plain/", HTTP_HOST="acme.example.com").status_code == 200
+    assert client.get("/api/plain/", HTTP_HOST="acme.example.com:8000").status_code == 200
+    refused = client.get("/api/plain/", HTTP_HOST="victim.example.com")
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "tenant_access_denied"
+    assert client.get("/api/plain/", HTTP_HOST="example.com").json()["code"] == "no_tenant"
+    assert used(limited_tenant) == 2

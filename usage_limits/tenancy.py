@@ -62,6 +62,31 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     return None if membership is None else membership.tenant
 
 
+def resolve_tenant_from_subdomain(request: HttpRequest) -> Tenant | None:
+    """The tenant named by the host's first label (``acme.example.com`` -> slug ``acme``).
+
+    The subdomain is chosen by the client, so it is checked like the header: a signed-in user
+    who is not a member gets :class:`~usage_limits.exceptions.TenantAccessDenied`, and anonymous
+    requests have no tenant (401 on enforced views, or pass through with
+    ``ANONYMOUS_REQUESTS = "allow"``).
+    """
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    labels = request.get_host().split(":")[0].split(".")
+    if len(labels) < 3:  # example.com, localhost: no subdomain
+        return None
+    slug = labels[0]
+    membership = (
+        TenantMembership.objects.filter(user_id=user.pk, tenant__slug=slug)
+        .select_related("tenant__plan")
+        .first()
+    )
+    if membership is None:
+        raise TenantAccessDenied(f"You are not a member of the tenant {slug!r}.")
+    return membership.tenant
+
+
 @functools.cache
 def _load_resolver(path: str) -> TenantResolver:
     resolver: TenantResolver = import_string(path)
