@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -70,6 +71,16 @@ async def test_seeds_scenario_on_an_async_view(
     limited_tenant.plan = await _pro_plan()
     await limited_tenant.asave()
     assert (await async_client.get("/fn/async-quota/")).status_code == 200
+
+
+@run_async
+async def test_concurrent_async_requests_admit_exactly_the_limit(
+    async_client: AsyncClient, member: AbstractBaseUser, limited_tenant: Tenant
+) -> None:
+    await async_client.aforce_login(member)
+    responses = await asyncio.gather(*(async_client.get("/fn/async-quota/") for _ in range(12)))
+    assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 9
+    assert await _used(limited_tenant) == 3
 
 
 async def _pro_plan() -> Any:

@@ -10,6 +10,7 @@ router.register("viewset", views.QuotaViewSet, basename="viewset")
 
 urlpatterns = [
     path("plain/", views.plain),
+    path("whoami/", views.whoami),
     path("api/plain/", views.plain),
     path("api/health/", views.plain),
     path("health/", views.plain),

@@ -47,6 +47,11 @@ def plain(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"success": True})
 
 
+def whoami(request: HttpRequest) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    return JsonResponse({"tenant": tenant.slug if tenant else None})
+
+
 @require_quota("api_calls")
 def quota_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"success": True, "tenant": request.tenant.slug})  # type: ignore[attr-defined]
