@@ -90,6 +90,7 @@ def test_errors_stop_manage_py_check(settings: Any) -> None:
         call_command("check")
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_atomic_requests_on_the_counter_database_warns(settings: Any) -> None:
     settings.DATABASES = {
         "default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True},

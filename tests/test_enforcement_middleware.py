@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from asgiref.sync import iscoroutinefunction
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import AsyncClient, Client, RequestFactory
@@ -50,6 +51,14 @@ def test_paths_matching_a_rule_are_counted_and_refused(
     assert responses[3].json()["error"] == "Limit reached. Upgrade your plan."
     assert responses[3].has_header("Retry-After")
     assert used(limited_tenant) == 3
+
+
+def test_the_middleware_adapts_to_the_chain_it_is_in() -> None:
+    async def async_chain(request: HttpRequest) -> HttpResponse:
+        return HttpResponse()
+
+    assert iscoroutinefunction(UsageLimitsMiddleware(async_chain))
+    assert not iscoroutinefunction(UsageLimitsMiddleware(lambda request: HttpResponse()))
 
 
 @run_async
