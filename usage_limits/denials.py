@@ -23,7 +23,7 @@ templates to match your site (it receives every field of the JSON body, plus ``s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -167,12 +167,14 @@ def store_unavailable(request: HttpRequest) -> HttpResponse:
 # --- headers on every enforced response ---------------------------------------------------------
 
 
-def combined_ratelimit_headers(decisions: Iterable[Decision]) -> dict[str, str]:
+def combined_ratelimit_headers(decisions: Sequence[Decision]) -> dict[str, str]:
     """The RateLimit fields of every quota a request went through, as structured-field lists.
 
     One policy per feature (the last decision wins, e.g. after a refund); ``Retry-After`` is the
     longest wait of any denial.
     """
+    if len(decisions) == 1:  # the common case: one quota per request
+        return ratelimit_headers(decisions[0])
     latest: dict[str, Decision] = {}
     for decision in decisions:
         latest[decision.feature] = decision

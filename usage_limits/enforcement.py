@@ -95,8 +95,10 @@ def recorded_decisions(request: HttpRequest) -> list[Decision]:
 
 def apply_ratelimit_headers(request: HttpRequest, response: HttpResponseBase) -> None:
     """Set ``RateLimit-Policy`` / ``RateLimit`` (and ``Retry-After``) for every quota checked."""
-    for name, value in combined_ratelimit_headers(recorded_decisions(request)).items():
-        response[name] = value
+    decisions = recorded_decisions(request)
+    if decisions:
+        for name, value in combined_ratelimit_headers(decisions).items():
+            response[name] = value
 
 
 def is_billable(status: int) -> bool:
@@ -139,7 +141,7 @@ def _tenant_or_refusal(request: HttpRequest) -> tuple[Tenant | None, HttpRespons
 
 
 def _admit(request: HttpRequest, rule: QuotaRule, record_event: bool) -> _Admission:
-    admission = _Admission(started=time.perf_counter())
+    admission = _Admission(started=time.perf_counter() if record_event else 0.0)
     tenant, refusal = _tenant_or_refusal(request)
     if tenant is None:
         admission.refusal = refusal
