@@ -272,3 +272,19 @@ def test_the_subdomain_resolver_checks_membership(
     assert refused.json()["code"] == "tenant_access_denied"
     assert client.get("/api/plain/", HTTP_HOST="example.com").json()["code"] == "no_tenant"
     assert used(limited_tenant) == 2
+
+
+def test_a_refunded_request_event_is_not_accepted(
+    client: Client, member: AbstractBaseUser, limited_tenant: Tenant, settings: Any
+) -> None:
+    settings.USAGE_LIMITS = {
+        **settings.USAGE_LIMITS,
+        "REQUEST_EVENTS": True,
+        "PATH_RULES": {r"^/api/": {"feature": "api_calls", "count": "success"}},
+    }
+    client.force_login(member)
+    client.get("/api/plain/")
+    client.get("/api/nowhere/")
+    events = list(UsageEvent.objects.filter(tenant=limited_tenant).order_by("id"))
+    assert [(e.metadata["status"], e.accepted) for e in events] == [(200, True), (404, False)]
+    assert used(limited_tenant) == 1

@@ -187,11 +187,13 @@ def _settle(
     decision = admission.decision
     if decision is None:
         return
+    refunded = False
     if _refund_due(rule, admission, response):
         try:
             record_decision(
                 request, refund(decision.tenant_id, decision.feature, decision.quantity)
             )
+            refunded = True
         except StoreUnavailable:
             # The view has answered; a failed refund must not turn its answer into an error.
             logger.exception(
@@ -207,7 +209,9 @@ def _settle(
             "duration_ms": round((time.perf_counter() - admission.started) * 1000, 3),
         }
         try:
-            annotate_usage_event(decision.tenant_id, admission.event_key, metadata)
+            annotate_usage_event(
+                decision.tenant_id, admission.event_key, metadata, refunded=refunded
+            )
         except Exception:  # a ledger detail must never break the answer
             logger.exception("usage_limits: could not record request metadata")
 
