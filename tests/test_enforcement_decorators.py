@@ -340,6 +340,9 @@ def test_anonymous_requests_get_401(client: Client, limited_tenant: Tenant) -> N
     response = client.get("/fn/quota/")
     assert response.status_code == 401
     assert response.json()["code"] == "authentication_required"
+    page = client.get("/fn/quota/?q=1", **BROWSER)
+    assert page.status_code == 401
+    assert 'href="/accounts/login/?next=%2Ffn%2Fquota%2F%3Fq%3D1"' in page.content.decode()
 
 
 def test_anonymous_requests_pass_through_when_allowed(

@@ -17,16 +17,19 @@ counter store unreachable              503     ``store_unavailable``
 =====================================  ======  ==========================
 
 The HTML page is the template ``usage_limits/limit_reached.html``; override it in your project's
-templates to match your site (it receives every field of the JSON body, plus ``status`` and
-``retry_after``).
+templates to match your site (it receives every field of the JSON body, plus ``status``,
+``retry_after``, ``feature_label`` and, on a 401, ``login_url``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
 
 from usage_limits.conf import conf
@@ -84,12 +87,18 @@ def render_refusal(
             if payload.get("feature")
             else "",
         }
+        if status == 401:
+            context["login_url"] = _login_url(request)
         response = HttpResponse(
             render_to_string(TEMPLATE_NAME, context, request=request), status=status
         )
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def _login_url(request: HttpRequest) -> str:
+    return f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': request.get_full_path()})}"
 
 
 def quota_denial(request: HttpRequest, decision: Decision) -> HttpResponse:
