@@ -458,5 +458,7 @@ def test_decorator_arguments_are_checked_when_decorating() -> None:
         require_quota("api_calls", count="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="quantity"):
         require_quota("api_calls", quantity=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="quantity"):
+        require_quota("api_calls", quantity=0)
     with pytest.raises(ValueError, match="feature"):
         require_feature("")

@@ -67,10 +67,12 @@ class QuotaRule:
         if self.count not in COUNT_MODES:
             raise ValueError(f'count must be "always" or "success", got {self.count!r}.')
         if not callable(self.quantity) and (
-            isinstance(self.quantity, bool) or not isinstance(self.quantity, int)
+            isinstance(self.quantity, bool)
+            or not isinstance(self.quantity, int)
+            or self.quantity < 1
         ):
             raise ValueError(
-                f"quantity must be a whole number or a callable of the request, "
+                f"quantity must be a whole number of at least 1 or a callable of the request, "
                 f"got {self.quantity!r}."
             )
 
