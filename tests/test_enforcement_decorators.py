@@ -349,9 +349,11 @@ def test_anonymous_requests_pass_through_when_allowed(
     client: Client, limited_tenant: Tenant
 ) -> None:
     with limits(ANONYMOUS_REQUESTS="allow"):
-        response = client.get("/fn/project/")
+        response = client.get("/fn/quota/")
     assert response.status_code == 200
+    assert response.json() == {"success": True, "tenant": None}
     assert not response.has_header("RateLimit")
+    assert used(limited_tenant) == 0
 
 
 def test_signed_in_user_without_tenant_gets_403(client: Client, db: None) -> None:

@@ -132,13 +132,13 @@ def _tenant_or_refusal(request: HttpRequest) -> tuple[Tenant | None, HttpRespons
         tenant = resolve_request_tenant(request)
     except TenantAccessDenied as denied:
         return None, tenant_access_denial(request, str(denied))
+    if not hasattr(request, "tenant"):
+        # Views behind a decorator (without the middleware) still find their tenant here.
+        request.tenant = tenant  # type: ignore[attr-defined]
     if tenant is None:
         if conf.ANONYMOUS_REQUESTS == "allow":
             return None, None
         return None, no_tenant_denial(request)
-    if getattr(request, "tenant", None) is None:
-        # Views behind a decorator (without the middleware) still find their tenant here.
-        request.tenant = tenant  # type: ignore[attr-defined]
     return tenant, None
 
 

@@ -54,7 +54,8 @@ def whoami(request: HttpRequest) -> HttpResponse:
 
 @require_quota("api_calls")
 def quota_view(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"success": True, "tenant": request.tenant.slug})  # type: ignore[attr-defined]
+    tenant = request.tenant  # type: ignore[attr-defined]
+    return JsonResponse({"success": True, "tenant": tenant.slug if tenant else None})
 
 
 @require_quota("api_calls")
