@@ -20,7 +20,12 @@ from tests.enforcement_app.support import (  # noqa: F401  (fixtures)
 from usage_limits import check_limit
 from usage_limits.middleware import UsageLimitsMiddleware
 from usage_limits.models import Tenant, UsageEvent
-from usage_limits.testing.factories import MembershipFactory, TenantFactory, plan_with_limits
+from usage_limits.testing.factories import (
+    MembershipFactory,
+    TenantFactory,
+    UserFactory,
+    plan_with_limits,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.enforcement_app.urls")]
 
@@ -288,3 +293,20 @@ def test_a_refunded_request_event_is_not_accepted(
     events = list(UsageEvent.objects.filter(tenant=limited_tenant).order_by("id"))
     assert [(e.metadata["status"], e.accepted) for e in events] == [(200, True), (404, False)]
     assert used(limited_tenant) == 1
+
+
+def test_the_default_membership_wins_else_the_oldest(rf: RequestFactory, db: None) -> None:
+    from usage_limits.tenancy import resolve_tenant_from_membership
+
+    plan = plan_with_limits("STARTER", api_calls=1000)
+    user = UserFactory()
+    first, second = TenantFactory(plan=plan), TenantFactory(plan=plan)
+    MembershipFactory(user=user, tenant=first, is_default=False)
+    favourite = MembershipFactory(user=user, tenant=second, is_default=True)
+    MembershipFactory(tenant=first)  # someone else's membership changes nothing
+    request = rf.get("/")
+    request.user = user
+    assert resolve_tenant_from_membership(request) == second
+    favourite.is_default = False
+    favourite.save()
+    assert resolve_tenant_from_membership(request) == first

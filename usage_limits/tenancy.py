@@ -28,7 +28,7 @@ from django.utils.module_loading import import_string
 
 from usage_limits.conf import conf
 from usage_limits.exceptions import TenantAccessDenied
-from usage_limits.models import Tenant, TenantMembership
+from usage_limits.models import Tenant
 
 TenantResolver = Callable[[HttpRequest], Tenant | None]
 
@@ -46,20 +46,23 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
-    memberships = TenantMembership.objects.filter(user_id=user.pk).select_related("tenant__plan")
+    # One query on every enforced request: kept to a single join (memberships are unique per
+    # tenant and user, so no row repeats), without loading the plan the engine reads from cache.
+    tenants = Tenant.objects.filter(memberships__user_id=user.pk)
     header = conf.TENANT_HEADER
     asked = request.headers.get(header, "").strip() if header else ""
     if asked:
         if asked.isdigit() and len(asked) <= _MAX_ID_DIGITS:
-            membership = memberships.filter(tenant__pk=int(asked)).first()
+            tenant = tenants.filter(pk=int(asked)).first()
         else:
-            membership = memberships.filter(tenant__slug=asked).first()
-        if membership is None:
+            tenant = tenants.filter(slug=asked).first()
+        if tenant is None:
             # Never fall back to another tenant: the client named one it may not use.
             raise TenantAccessDenied(f"You are not a member of the tenant {asked!r}.")
-        return membership.tenant
-    membership = memberships.order_by("-is_default", "created_at", "pk").first()
-    return None if membership is None else membership.tenant
+        return tenant
+    return tenants.order_by(
+        "-memberships__is_default", "memberships__created_at", "memberships__pk"
+    ).first()
 
 
 def resolve_tenant_from_subdomain(request: HttpRequest) -> Tenant | None:
@@ -77,14 +80,10 @@ def resolve_tenant_from_subdomain(request: HttpRequest) -> Tenant | None:
     if len(labels) < 3:  # example.com, localhost: no subdomain
         return None
     slug = labels[0]
-    membership = (
-        TenantMembership.objects.filter(user_id=user.pk, tenant__slug=slug)
-        .select_related("tenant__plan")
-        .first()
-    )
-    if membership is None:
+    tenant = Tenant.objects.filter(memberships__user_id=user.pk, slug=slug).first()
+    if tenant is None:
         raise TenantAccessDenied(f"You are not a member of the tenant {slug!r}.")
-    return membership.tenant
+    return tenant
 
 
 @functools.cache
