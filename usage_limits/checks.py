@@ -437,7 +437,11 @@ def _check_tenant_options(raw: Mapping[str, Any]) -> list[CheckMessage]:
     events = raw.get("REQUEST_EVENTS", DEFAULTS["REQUEST_EVENTS"])
     if not isinstance(events, bool):
         errors.append(
-            _error(25, f"USAGE_LIMITS['REQUEST_EVENTS'] = {events!r} must be True or False.", "")
+            _error(
+                25,
+                f"USAGE_LIMITS['REQUEST_EVENTS'] = {events!r} must be True or False.",
+                "True writes a UsageEvent per request counted by the middleware.",
+            )
         )
     return errors
 
