@@ -117,6 +117,8 @@ def test_a_denial_is_json_with_ratelimit_fields_and_retry_after(
     assert response["Retry-After"] == "1209600"
     assert response["RateLimit-Policy"] == '"free-api_calls";q=3;w=2592000'
     assert response["RateLimit"] == '"free-api_calls";r=0;t=1209600'
+    assert {"Accept", "X-Requested-With"} <= set(response["Vary"].split(", "))
+    assert set(response["Cache-Control"].split(", ")) == {"private", "no-store"}
     assert used(limited_tenant) == 3  # the denied request counted nothing
 
 

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
+from django.utils.cache import patch_cache_control, patch_vary_headers
 
 from usage_limits.conf import conf
 from usage_limits.responses import (
@@ -94,6 +95,10 @@ def render_refusal(
         )
     for name, value in (headers or {}).items():
         response[name] = value
+    # The body depends on who asks and how (JSON or HTML), and tells one tenant's usage: shared
+    # caches must neither mix the formats nor serve it to anyone else.
+    patch_vary_headers(response, ["Accept", "X-Requested-With"])
+    patch_cache_control(response, private=True, no_store=True)
     return response
 
 
