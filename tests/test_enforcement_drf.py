@@ -53,6 +53,8 @@ def test_has_quota_on_an_apiview(
     }
     assert denial["Retry-After"] == "1209600"
     assert denial["RateLimit"] == '"free-api_calls";r=0;t=1209600'
+    assert set(denial["Cache-Control"].split(", ")) == {"private", "no-store"}
+    assert not responses[0].has_header("Cache-Control")
     assert used(limited_tenant) == 3
 
 
@@ -118,6 +120,7 @@ def test_quota_throttle_raises_drf_throttled(
         "detail": "Request was throttled. Expected available in 1209600 seconds."
     }
     assert response["RateLimit"].startswith('"free-api_calls";r=0;')
+    assert "no-store" in response["Cache-Control"]
     assert used(limited_tenant) == 3
 
 
@@ -146,6 +149,7 @@ def test_has_feature(client: Client, member: AbstractBaseUser, limited_tenant: T
     client.force_login(member)
     response = client.get("/drf/feature/")
     assert response.status_code == 403
+    assert "no-store" in response["Cache-Control"]
     assert response.json()["code"] == "feature_not_in_plan"
     assert response.json()["error"] == (
         "Your plan does not include Advanced analytics. Upgrade your plan."

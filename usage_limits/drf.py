@@ -37,7 +37,8 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
-from rest_framework.exceptions import APIException
+from django.utils.cache import patch_cache_control
+from rest_framework.exceptions import APIException, Throttled
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -136,6 +137,7 @@ def required_feature_for(view: APIView, request: Request) -> str | None:
 def _tenant(view: APIView, request: Request) -> Tenant | None:
     """The tenant, or ``None`` to pass through; raises the refusal otherwise."""
     http_request: HttpRequest = request._request
+    _hook_response(view, http_request)
     try:
         tenant = resolve_request_tenant(http_request)
         if tenant is None and request.user is not None and request.user.is_authenticated:
@@ -192,10 +194,14 @@ def _hook_response(view: APIView, http_request: HttpRequest) -> None:
 
     def handle_exception_with_refund(exc: Exception) -> Response:
         try:
-            return handle_exception(exc)
+            response = handle_exception(exc)
         except BaseException:
             _settle(http_request, None)  # the view failed: a "success" count is given back
             raise
+        if isinstance(exc, UsageLimitRefused | Throttled):
+            # One tenant's usage, as in every other edge's refusals: no shared cache keeps it.
+            patch_cache_control(response, private=True, no_store=True)
+        return response
 
     view.finalize_response = finalize_with_limits  # type: ignore[method-assign]
     view.handle_exception = handle_exception_with_refund  # type: ignore[method-assign]
@@ -204,7 +210,6 @@ def _hook_response(view: APIView, http_request: HttpRequest) -> None:
 def _consume(view: APIView, request: Request, rule: QuotaRule) -> Decision | None:
     """Count the request; ``None`` when it passes through uncounted. Refusals raise."""
     http_request: HttpRequest = request._request
-    _hook_response(view, http_request)
     tenant = _tenant(view, request)
     if tenant is None:
         return None
