@@ -16,9 +16,10 @@ tenant asked for is not the user's     403     ``tenant_access_denied``
 counter store unreachable              503     ``store_unavailable``
 =====================================  ======  ==========================
 
-The HTML page is the template ``usage_limits/limit_reached.html``; override it in your project's
-templates to match your site (it receives every field of the JSON body, plus ``status``,
-``retry_after``, ``feature_label`` and, on a 401, ``login_url``).
+Browsers get ``usage_limits/limit_reached.html`` for a quota decision (429, 402; context
+``decision``, ``message``, ``upgrade_url``) and ``usage_limits/refused.html`` for the others;
+override either in your project's templates. Both also receive every field of the JSON body,
+``status``, ``retry_after``, ``feature_label`` and, on a 401, ``login_url``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from usage_limits.results import Decision
 from usage_limits.rules import feature_label
 
 TEMPLATE_NAME = "usage_limits/limit_reached.html"
+REFUSED_TEMPLATE_NAME = "usage_limits/refused.html"
 
 FEATURE_MESSAGE = "Your plan does not include {label}. Upgrade your plan."
 AUTHENTICATION_MESSAGE = "Sign in to use this feature."
@@ -74,14 +76,24 @@ def render_refusal(
     status: int,
     payload: Mapping[str, Any],
     headers: Mapping[str, str] | None = None,
+    *,
+    decision: Decision | None = None,
 ) -> HttpResponse:
-    """A refusal as JSON or HTML, with ``headers`` set either way."""
+    """A refusal as JSON or HTML, with ``headers`` set either way.
+
+    A quota decision (429, 402) renders ``usage_limits/limit_reached.html`` with ``decision``,
+    ``message`` and ``upgrade_url`` (the page the dashboard shares); every other refusal renders
+    ``usage_limits/refused.html``. Both also get the JSON body's fields, ``status``,
+    ``retry_after`` and ``feature_label``, and ``login_url`` on a 401.
+    """
     response: HttpResponse
     if wants_json(request):
         response = JsonResponse(dict(payload), status=status)
     else:
         context = {
             **payload,
+            "decision": decision,
+            "message": payload.get("error", ""),
             "status": status,
             "retry_after": (headers or {}).get("Retry-After"),
             "feature_label": feature_label(str(payload["feature"]))
@@ -90,9 +102,8 @@ def render_refusal(
         }
         if status == 401:
             context["login_url"] = _login_url(request)
-        response = HttpResponse(
-            render_to_string(TEMPLATE_NAME, context, request=request), status=status
-        )
+        template = TEMPLATE_NAME if decision is not None else REFUSED_TEMPLATE_NAME
+        response = HttpResponse(render_to_string(template, context, request=request), status=status)
     for name, value in (headers or {}).items():
         response[name] = value
     # The body depends on who asks and how (JSON or HTML), and tells one tenant's usage: shared
@@ -109,7 +120,11 @@ def _login_url(request: HttpRequest) -> str:
 def quota_denial(request: HttpRequest, decision: Decision) -> HttpResponse:
     """429 (quota used up) or 402 (subscription), with ``RateLimit`` fields and ``Retry-After``."""
     return render_refusal(
-        request, status_code(decision), denial_payload(decision), ratelimit_headers(decision)
+        request,
+        status_code(decision),
+        denial_payload(decision),
+        ratelimit_headers(decision),
+        decision=decision,
     )
 
 
