@@ -10,5 +10,7 @@ class UsageLimitsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the checks, the cache invalidation receivers and the settings' callbacks.
-        from usage_limits import callbacks, checks, invalidation  # noqa: F401
+        from usage_limits import checks, invalidation  # noqa: F401  (registers checks and receivers)
+        from usage_limits.callbacks import connect_callbacks
+
+        connect_callbacks()

@@ -107,7 +107,6 @@ def _tenant(tenant_id: int) -> Tenant | int:
         return tenant_id
 
 
-@receiver(signals.threshold_crossed, dispatch_uid="usage_limits_on_usage_warning")
 def on_threshold_crossed(
     tenant_id: int,
     feature: str,
@@ -132,7 +131,6 @@ def on_threshold_crossed(
     )
 
 
-@receiver(signals.quota_exceeded, dispatch_uid="usage_limits_on_limit_exceeded")
 def on_quota_exceeded(
     tenant_id: int,
     feature: str,
@@ -153,3 +151,11 @@ def on_quota_exceeded(
         percentage=percentage,
         period=period,
     )
+
+
+def connect_callbacks() -> None:
+    """Connect the settings' callbacks to the engine's signals (from ``AppConfig.ready``)."""
+    signals.threshold_crossed.connect(
+        on_threshold_crossed, dispatch_uid="usage_limits_on_usage_warning"
+    )
+    signals.quota_exceeded.connect(on_quota_exceeded, dispatch_uid="usage_limits_on_limit_exceeded")
