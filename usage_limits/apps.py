@@ -12,3 +12,6 @@ class UsageLimitsConfig(AppConfig):
     def ready(self) -> None:
         from usage_limits import checks, invalidation  # noqa: F401  (registers checks and receivers)
         from usage_limits.billing import checks as billing_checks  # noqa: F401
+        from usage_limits.callbacks import connect_callbacks
+
+        connect_callbacks()

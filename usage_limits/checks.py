@@ -439,3 +439,243 @@ def check_event_settings(
             )
         ]
     return []
+
+
+# --- enforcement at the edges (E020-E029, W020-W029) ---------------------------------------------
+
+_MIDDLEWARE = "usage_limits.middleware.UsageLimitsMiddleware"
+_AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+_ANONYMOUS_CHOICES = ("reject", "allow")
+
+
+@register(Tags.compatibility)
+def check_enforcement(
+    app_configs: Iterable[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    raw = getattr(settings, "USAGE_LIMITS", {})
+    if not isinstance(raw, Mapping):
+        return []  # E001 already says so
+    errors: list[CheckMessage] = []
+    errors += _check_path_rules(raw)
+    errors += _check_exempt_paths(raw)
+    errors += _check_tenant_options(raw)
+    errors += _check_billable_statuses(raw)
+    errors += _check_callbacks(raw)
+    errors += _check_middleware_order(raw)
+    errors += _check_atomic_requests(raw)
+    return errors
+
+
+def _regex_error(pattern: Any) -> str | None:
+    if not isinstance(pattern, str):
+        return f"{pattern!r} is not a string"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"{pattern!r} is not a valid regular expression ({exc})"
+    return None
+
+
+def _check_path_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    rules = raw.get("PATH_RULES", DEFAULTS["PATH_RULES"])
+    hint = (
+        'e.g. {r"^/api/": "api_calls"} or '
+        '{r"^/api/upload/": {"feature": "uploads", "count": "success"}}'
+    )
+    if not isinstance(rules, Mapping):
+        return [_error(20, "USAGE_LIMITS['PATH_RULES'] must be a dict of regex to feature.", hint)]
+    features = raw.get("FEATURES", {})
+    declared = set(features) if isinstance(features, Mapping) else set()
+    errors: list[CheckMessage] = []
+    for pattern, value in rules.items():
+        problem = _regex_error(pattern)
+        if problem is not None:
+            errors.append(_error(20, f"USAGE_LIMITS['PATH_RULES']: {problem}.", hint))
+            continue
+        where = f"USAGE_LIMITS['PATH_RULES'][{pattern!r}]"
+        feature: Any
+        if isinstance(value, str):
+            feature, quantity, count = value, 1, "always"
+        elif isinstance(value, Mapping) and not set(value) - {"feature", "quantity", "count"}:
+            feature = value.get("feature")
+            quantity, count = value.get("quantity", 1), value.get("count", "always")
+        else:
+            errors.append(
+                _error(
+                    21, f"{where} must be a feature name or a dict of feature/quantity/count.", hint
+                )
+            )
+            continue
+        if not isinstance(feature, str) or not feature:
+            errors.append(_error(21, f"{where} names no feature.", hint))
+        elif declared and feature not in declared:
+            errors.append(
+                _error(
+                    21,
+                    f"{where}: feature {feature!r} is not in USAGE_LIMITS['FEATURES'].",
+                    f"Use one of: {', '.join(sorted(declared))}.",
+                )
+            )
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            errors.append(_error(21, f"{where}: quantity {quantity!r} must be 1 or more.", hint))
+        if count not in ("always", "success"):
+            errors.append(
+                _error(
+                    21,
+                    f"{where}: count {count!r} is not a count mode.",
+                    'Use "always" or "success".',
+                )
+            )
+    return errors
+
+
+def _check_exempt_paths(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    paths = raw.get("EXEMPT_PATHS", DEFAULTS["EXEMPT_PATHS"])
+    hint = r'e.g. [r"^/admin/", r"^/static/", r"^/health/?$"]'
+    if not isinstance(paths, list | tuple):
+        return [_error(22, "USAGE_LIMITS['EXEMPT_PATHS'] must be a list of regexes.", hint)]
+    errors: list[CheckMessage] = []
+    for pattern in paths:
+        problem = _regex_error(pattern)
+        if problem is not None:
+            errors.append(_error(22, f"USAGE_LIMITS['EXEMPT_PATHS']: {problem}.", hint))
+    return errors
+
+
+def _check_tenant_options(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    anonymous = raw.get("ANONYMOUS_REQUESTS", DEFAULTS["ANONYMOUS_REQUESTS"])
+    if anonymous not in _ANONYMOUS_CHOICES:
+        errors.append(
+            _error(
+                23,
+                f"USAGE_LIMITS['ANONYMOUS_REQUESTS'] = {anonymous!r} is not a choice.",
+                '"reject" (401/403) or "allow" (pass through uncounted).',
+            )
+        )
+    header = raw.get("TENANT_HEADER", DEFAULTS["TENANT_HEADER"])
+    if header is not None and (
+        not isinstance(header, str) or not re.fullmatch(r"[A-Za-z0-9-]+", header)
+    ):
+        errors.append(
+            _error(
+                24,
+                f"USAGE_LIMITS['TENANT_HEADER'] = {header!r} is not an HTTP header name.",
+                'e.g. "X-Tenant", or None to turn header picking off.',
+            )
+        )
+    events = raw.get("REQUEST_EVENTS", DEFAULTS["REQUEST_EVENTS"])
+    if not isinstance(events, bool):
+        errors.append(
+            _error(
+                25,
+                f"USAGE_LIMITS['REQUEST_EVENTS'] = {events!r} must be True or False.",
+                "True writes a UsageEvent per request counted by the middleware.",
+            )
+        )
+    return errors
+
+
+def _check_billable_statuses(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    statuses = raw.get("NOT_BILLABLE_STATUSES", DEFAULTS["NOT_BILLABLE_STATUSES"])
+    hint = 'e.g. ["4xx", "5xx"] or ["5xx", 404, 409]'
+
+    def valid(entry: Any) -> bool:
+        if isinstance(entry, str):
+            return re.fullmatch(r"[1-5]xx", entry) is not None
+        return isinstance(entry, int) and not isinstance(entry, bool) and 100 <= entry <= 599
+
+    if not isinstance(statuses, list | tuple) or not all(valid(s) for s in statuses):
+        return [
+            _error(
+                26,
+                f"USAGE_LIMITS['NOT_BILLABLE_STATUSES'] = {statuses!r} must list status codes "
+                "or classes such as '5xx'.",
+                hint,
+            )
+        ]
+    return []
+
+
+def _check_callbacks(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for name in ("ON_USAGE_WARNING", "ON_LIMIT_EXCEEDED"):
+        value = raw.get(name, DEFAULTS[name])
+        if value is None or value == "":
+            continue
+        entries = [value] if isinstance(value, str) or callable(value) else value
+        if not isinstance(entries, list | tuple):
+            entries = [entries]
+        for entry in entries:
+            target = entry
+            if isinstance(entry, str):
+                try:
+                    target = import_string(entry)
+                except ImportError as exc:
+                    errors.append(
+                        _error(
+                            27,
+                            f"USAGE_LIMITS[{name!r}] = {entry!r} does not import: {exc}",
+                            "Give the dotted path of a function, e.g. 'myapp.alerts.on_warning'.",
+                        )
+                    )
+                    continue
+            if not callable(target):
+                errors.append(
+                    _error(
+                        27,
+                        f"USAGE_LIMITS[{name!r}]: {entry!r} is not callable.",
+                        "Callbacks take tenant, feature, current, limit and percentage.",
+                    )
+                )
+    return errors
+
+
+def _check_middleware_order(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    messages: list[CheckMessage] = []
+    if _MIDDLEWARE not in middleware:
+        if raw.get("PATH_RULES"):
+            messages.append(
+                Warning(
+                    "USAGE_LIMITS['PATH_RULES'] is set but UsageLimitsMiddleware is not in "
+                    "MIDDLEWARE, so no path is enforced.",
+                    hint=f"Add {_MIDDLEWARE!r} after {_AUTH_MIDDLEWARE!r}.",
+                    id="usage_limits.W021",
+                )
+            )
+        return messages
+    default_resolver = (
+        raw.get("TENANT_RESOLVER", DEFAULTS["TENANT_RESOLVER"]) == DEFAULTS["TENANT_RESOLVER"]
+    )
+    if default_resolver and (
+        _AUTH_MIDDLEWARE not in middleware
+        or middleware.index(_MIDDLEWARE) < middleware.index(_AUTH_MIDDLEWARE)
+    ):
+        messages.append(
+            Warning(
+                "UsageLimitsMiddleware runs before AuthenticationMiddleware: the default tenant "
+                "resolver finds no user, so every enforced path answers 401.",
+                hint=f"Place {_MIDDLEWARE!r} after {_AUTH_MIDDLEWARE!r}.",
+                id="usage_limits.W020",
+            )
+        )
+    return messages
+
+
+def _check_atomic_requests(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    alias = raw.get("DATABASE_ALIAS", DEFAULTS["DATABASE_ALIAS"])
+    database = settings.DATABASES.get(alias, {})
+    if not database.get("ATOMIC_REQUESTS"):
+        return []
+    return [
+        Warning(
+            f"DATABASES[{alias!r}] has ATOMIC_REQUESTS: a view enforced with @require_quota or a "
+            "mixin counts inside the view's transaction and holds the tenant's counter row until "
+            "the view ends, so the tenant's requests queue up behind each other.",
+            hint="Point USAGE_LIMITS['DATABASE_ALIAS'] at a second alias of the same database "
+            "without ATOMIC_REQUESTS (see docs/enforcement.md), or enforce with the middleware, "
+            "which counts before the view's transaction opens.",
+            id="usage_limits.W022",
+        )
+    ]

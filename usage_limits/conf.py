@@ -46,6 +46,27 @@ DEFAULTS: dict[str, Any] = {
     "BILLING": {},
     # how far in the future a reported event's timestamp may lie (other services' clocks drift)
     "EVENT_CLOCK_SKEW_SECONDS": 60,
+    # --- enforcement at the edges (decorators, middleware, DRF; see docs/enforcement.md) ---
+    # A user in several tenants picks one with this header (slug or id), checked against their
+    # memberships. None turns header picking off.
+    "TENANT_HEADER": "X-Tenant",
+    # Requests to an enforced view without a tenant: "reject" (401 anonymous, 403 signed in
+    # without a tenant) or "allow" (pass through, counted nowhere).
+    "ANONYMOUS_REQUESTS": "reject",
+    # UsageLimitsMiddleware: regex on request.path_info -> feature name (or {"feature": ...,
+    # "quantity": n, "count": "always" | "success"}). The first matching rule applies.
+    "PATH_RULES": {},
+    # Paths the middleware never counts, checked before PATH_RULES.
+    "EXEMPT_PATHS": [r"^/admin/", r"^/static/", r"^/media/", r"^/health/?$", r"^/healthz/?$"],
+    # count="success": answers with these statuses are refunded ("4xx", "5xx" or exact codes).
+    "NOT_BILLABLE_STATUSES": ["4xx", "5xx"],
+    # UsageLimitsMiddleware: write a UsageEvent per counted request with path, method, status
+    # and duration in its metadata (one more INSERT and UPDATE per request).
+    "REQUEST_EVENTS": False,
+    # Dotted paths (or lists of them) called as callback(tenant=..., feature=..., current=...,
+    # limit=..., percentage=...) after commit; a callback that raises is logged, never re-raised.
+    "ON_USAGE_WARNING": None,
+    "ON_LIMIT_EXCEEDED": None,
 }
 
 
@@ -157,6 +178,40 @@ class UsageLimitsSettings:
     @property
     def EVENT_CLOCK_SKEW_SECONDS(self) -> int:
         return int(self.get("EVENT_CLOCK_SKEW_SECONDS"))
+
+    @property
+    def TENANT_HEADER(self) -> str | None:
+        value = self.get("TENANT_HEADER")
+        return str(value) if value else None
+
+    @property
+    def ANONYMOUS_REQUESTS(self) -> str:
+        return str(self.get("ANONYMOUS_REQUESTS"))
+
+    @property
+    def PATH_RULES(self) -> Mapping[str, Any]:
+        rules: Mapping[str, Any] = self.get("PATH_RULES")
+        return rules
+
+    @property
+    def EXEMPT_PATHS(self) -> tuple[str, ...]:
+        return tuple(str(p) for p in self.get("EXEMPT_PATHS"))
+
+    @property
+    def NOT_BILLABLE_STATUSES(self) -> tuple[int | str, ...]:
+        return tuple(self.get("NOT_BILLABLE_STATUSES"))
+
+    @property
+    def REQUEST_EVENTS(self) -> bool:
+        return bool(self.get("REQUEST_EVENTS"))
+
+    @property
+    def ON_USAGE_WARNING(self) -> Any:
+        return self.get("ON_USAGE_WARNING")
+
+    @property
+    def ON_LIMIT_EXCEEDED(self) -> Any:
+        return self.get("ON_LIMIT_EXCEEDED")
 
 
 conf = UsageLimitsSettings()

@@ -17,6 +17,7 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import caches
 from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from usage_limits import signals
@@ -816,3 +817,38 @@ def _send_after_commit(signal: Any, **kwargs: Any) -> None:
                 )
 
     transaction.on_commit(send, using=conf.DATABASE_ALIAS)
+
+
+# --- request ledger ----------------------------------------------------------------------------
+
+
+def annotate_usage_event(
+    tenant: TenantRef,
+    idempotency_key: str,
+    metadata: Mapping[str, Any],
+    *,
+    refunded: bool = False,
+) -> bool:
+    """Replace the metadata of the event counted under ``idempotency_key``.
+
+    For facts known only once the work is done (a request's duration and status). ``refunded``
+    marks an event whose units were given back (``refund``) as not accepted, so that nothing bills
+    it. Touches the ledger row only, never a counter; returns whether such an event exists.
+    """
+    tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
+    changes: dict[str, Any] = {"metadata": dict(metadata)}
+    if refunded:
+        changes["accepted"] = False
+        # Not yet sent to Stripe: it never will be. (One already sent stays sent: Stripe meter
+        # events are not taken back; see docs/billing.md.)
+        pending = UsageEvent.ReportState.PENDING
+        changes["report_state"] = Case(
+            When(report_state=pending, then=Value(UsageEvent.ReportState.NOT_REPORTED)),
+            default=F("report_state"),
+        )
+    updated = (
+        UsageEvent.objects.using(conf.DATABASE_ALIAS)
+        .filter(tenant_id=tenant_id, idempotency_key=idempotency_key)
+        .update(**changes)
+    )
+    return updated > 0

@@ -5,6 +5,8 @@ Every error is raised *before* any counter changes, so catching one means nothin
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
+
 
 class UsageLimitsError(Exception):
     """Base class of every error the app raises on purpose."""
@@ -50,3 +52,11 @@ class InvalidEvents(UsageLimitsError, ValueError):
         first = min(errors)
         detail = "; ".join(f"{field}: {message}" for field, message in errors[first].items())
         super().__init__(f"{len(errors)} invalid event(s); event {first}: {detail}")
+
+
+class TenantAccessDenied(UsageLimitsError, PermissionDenied):
+    """A request asked for a tenant (by header, subdomain...) that its user is not a member of.
+
+    Enforcement answers 403 and counts nothing; a resolver raises it instead of guessing. It is a
+    ``PermissionDenied``, so reading ``request.tenant`` in a view also ends in Django's 403.
+    """

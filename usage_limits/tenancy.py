@@ -2,28 +2,133 @@
 
 ``USAGE_LIMITS["TENANT_RESOLVER"]`` names a callable ``(request) -> Tenant | None``. The default
 uses the signed-in user's memberships: the one marked default, else the oldest. A user in several
-tenants may pick one with the ``X-Tenant`` header (a tenant slug or id), which is only honoured
-when the user is a member of that tenant.
+tenants may pick one with the ``X-Tenant`` header (a tenant slug or id, the header's name is
+``USAGE_LIMITS["TENANT_HEADER"]``), which is only honoured when the user is a member of that
+tenant: asking for any other tenant raises :class:`~usage_limits.exceptions.TenantAccessDenied`
+(a 403 at every edge) rather than falling back to a tenant the client did not ask for.
+
+Custom resolvers (a subdomain, an API key, an organizations app) follow the same contract: return
+the tenant, ``None`` when the request has none, or raise ``TenantAccessDenied``.
+
+Edges resolve a request's tenant once, through :func:`resolve_request_tenant`, which remembers the
+answer on the request (the middleware, a decorator and a DRF permission on the same request share
+it).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
+from django.utils.module_loading import import_string
 
-from usage_limits.models import Tenant, TenantMembership
+from usage_limits.conf import conf
+from usage_limits.exceptions import TenantAccessDenied
+from usage_limits.models import Tenant
 
+TenantResolver = Callable[[HttpRequest], Tenant | None]
+
+# Historical name of the default header; the setting decides.
 TENANT_HEADER = "X-Tenant"
+
+# Primary keys are 64-bit: a longer run of digits cannot name a tenant (and would overflow the
+# database's integer type instead of simply matching nothing).
+_MAX_ID_DIGITS = 18
+
+_RESOLVED = "_usage_limits_tenant"
 
 
 def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
-    memberships = TenantMembership.objects.filter(user_id=user.pk).select_related("tenant__plan")
-    asked = request.headers.get(TENANT_HEADER, "").strip()
+    # One query on every enforced request: kept to a single join (memberships are unique per
+    # tenant and user, so no row repeats), without loading the plan the engine reads from cache.
+    tenants = Tenant.objects.filter(memberships__user_id=user.pk)
+    header = conf.TENANT_HEADER
+    asked = request.headers.get(header, "").strip() if header else ""
     if asked:
-        lookup = {"tenant__pk": int(asked)} if asked.isdigit() else {"tenant__slug": asked}
-        membership = memberships.filter(**lookup).first()
-        return None if membership is None else membership.tenant
-    membership = memberships.order_by("-is_default", "created_at", "pk").first()
-    return None if membership is None else membership.tenant
+        if asked.isdigit() and len(asked) <= _MAX_ID_DIGITS:
+            tenant = tenants.filter(pk=int(asked)).first()
+        else:
+            tenant = tenants.filter(slug=asked).first()
+        if tenant is None:
+            # Never fall back to another tenant: the client named one it may not use.
+            # The asked-for name is not echoed: the answer must not tell whether that tenant exists.
+            raise TenantAccessDenied("You are not a member of the tenant you asked for.")
+        return tenant
+    return tenants.order_by(
+        "-memberships__is_default", "memberships__created_at", "memberships__pk"
+    ).first()
+
+
+def resolve_tenant_from_subdomain(request: HttpRequest) -> Tenant | None:
+    """The tenant named by the host's first label (``acme.example.com`` -> slug ``acme``).
+
+    The subdomain is chosen by the client, so it is checked like the header: a signed-in user
+    who is not a member gets :class:`~usage_limits.exceptions.TenantAccessDenied`, and anonymous
+    requests have no tenant (401 on enforced views, or pass through with
+    ``ANONYMOUS_REQUESTS = "allow"``).
+    """
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    labels = request.get_host().split(":")[0].split(".")
+    if len(labels) < 3:  # example.com, localhost: no subdomain
+        return None
+    slug = labels[0]
+    tenant = Tenant.objects.filter(memberships__user_id=user.pk, slug=slug).first()
+    if tenant is None:
+        raise TenantAccessDenied("You are not a member of the tenant you asked for.")
+    return tenant
+
+
+@functools.cache
+def _load_resolver(path: str) -> TenantResolver:
+    resolver: TenantResolver = import_string(path)
+    return resolver
+
+
+def get_tenant_resolver() -> TenantResolver:
+    """The configured resolver (``USAGE_LIMITS["TENANT_RESOLVER"]``), imported once."""
+    return _load_resolver(conf.TENANT_RESOLVER)
+
+
+@receiver(setting_changed, dispatch_uid="usage_limits_reset_tenant_resolver")
+def _reset_resolver(setting: str, **kwargs: Any) -> None:
+    if setting == "USAGE_LIMITS":
+        _load_resolver.cache_clear()
+
+
+def resolve_request_tenant(request: HttpRequest) -> Tenant | None:
+    """The request's tenant, resolved once per request (synchronous: it may query).
+
+    Raises :class:`~usage_limits.exceptions.TenantAccessDenied` when the request asked for a
+    tenant it may not use; that answer is remembered too.
+    """
+    cached = request.__dict__.get(_RESOLVED, _RESOLVED)
+    if cached is not _RESOLVED:
+        if isinstance(cached, TenantAccessDenied):
+            raise cached
+        return cached  # type: ignore[no-any-return]
+    try:
+        tenant = get_tenant_resolver()(request)
+    except TenantAccessDenied as denied:
+        request.__dict__[_RESOLVED] = denied
+        raise
+    request.__dict__[_RESOLVED] = tenant
+    return tenant
+
+
+def remember_request_tenant(request: HttpRequest, tenant: Tenant | None) -> None:
+    """Record a tenant found by other means (tests, a view that switched tenant)."""
+    request.__dict__[_RESOLVED] = tenant
+
+
+def forget_request_tenant(request: HttpRequest) -> None:
+    """Resolve again on next use (after authentication that happened later, e.g. in DRF)."""
+    request.__dict__.pop(_RESOLVED, None)

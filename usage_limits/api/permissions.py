@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from usage_limits.conf import conf
+from usage_limits.exceptions import TenantAccessDenied
 from usage_limits.models import Tenant
 
 RESET_PERMISSIONS = ("usage_limits.reset_usage",)
@@ -29,9 +30,16 @@ LIMITS_PERMISSIONS = (
 
 
 def resolve_tenant(request: Request | HttpRequest) -> Tenant | None:
-    """The caller's tenant, by ``USAGE_LIMITS["TENANT_RESOLVER"]`` (read at call time)."""
+    """The caller's tenant, by ``USAGE_LIMITS["TENANT_RESOLVER"]`` (read at call time).
+
+    A tenant asked for that the user is not a member of answers like no tenant at all, so the
+    API's 403 does not tell whether that tenant exists.
+    """
     resolver: Any = import_string(conf.TENANT_RESOLVER)
-    tenant = resolver(request)
+    try:
+        tenant = resolver(request)
+    except TenantAccessDenied:
+        return None
     return tenant if isinstance(tenant, Tenant) else None
 
 
