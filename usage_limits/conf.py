@@ -8,6 +8,7 @@ apply defaults.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,26 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_TIMEOUT": 300,
     "TENANT_RESOLVER": "usage_limits.tenancy.resolve_tenant_from_membership",
     "UPGRADE_URL": None,
+    # --- the Redis store (usage_limits.backends.redis.RedisStore), see docs/scaling.md ---------
+    # None: the REDIS_URL environment variable
+    "REDIS_URL": None,
+    # True: connect with redis-py's RedisCluster (keys carry a hash tag per tenant)
+    "REDIS_CLUSTER": False,
+    "REDIS_KEY_PREFIX": "uq",
+    # seconds; redis-py's defaults wait for minutes on a black-holed host
+    "REDIS_CONNECT_TIMEOUT": 0.05,
+    "REDIS_SOCKET_TIMEOUT": 0.1,
+    # retries of a command that hit a connection error or a timeout (0 or 1)
+    "REDIS_RETRIES": 1,
+    # circuit breaker: after this many failures in a row, skip Redis for this many seconds
+    "REDIS_BREAKER_FAILURES": 3,
+    "REDIS_BREAKER_SECONDS": 10.0,
+    # "open": count in the database while Redis is unreachable; "closed": raise StoreUnavailable
+    "REDIS_FAIL_MODE": "open",
+    # seconds between two log lines about the same outage (per process)
+    "REDIS_FAIL_LOG_INTERVAL": 60.0,
+    # seconds a period's counter stays in Redis after the period ends (for the flush to copy it)
+    "REDIS_EXPIRE_AFTER_PERIOD": 7 * 24 * 3600,
 }
 
 
@@ -109,6 +130,53 @@ class UsageLimitsSettings:
     def UPGRADE_URL(self) -> str | None:
         value = self.get("UPGRADE_URL")
         return None if value is None else str(value)
+
+    @property
+    def REDIS_URL(self) -> str | None:
+        value = self.get("REDIS_URL")
+        if value is None:
+            value = os.environ.get("REDIS_URL")
+        return str(value) if value else None
+
+    @property
+    def REDIS_CLUSTER(self) -> bool:
+        return bool(self.get("REDIS_CLUSTER"))
+
+    @property
+    def REDIS_KEY_PREFIX(self) -> str:
+        return str(self.get("REDIS_KEY_PREFIX"))
+
+    @property
+    def REDIS_CONNECT_TIMEOUT(self) -> float:
+        return float(self.get("REDIS_CONNECT_TIMEOUT"))
+
+    @property
+    def REDIS_SOCKET_TIMEOUT(self) -> float:
+        return float(self.get("REDIS_SOCKET_TIMEOUT"))
+
+    @property
+    def REDIS_RETRIES(self) -> int:
+        return int(self.get("REDIS_RETRIES"))
+
+    @property
+    def REDIS_BREAKER_FAILURES(self) -> int:
+        return int(self.get("REDIS_BREAKER_FAILURES"))
+
+    @property
+    def REDIS_BREAKER_SECONDS(self) -> float:
+        return float(self.get("REDIS_BREAKER_SECONDS"))
+
+    @property
+    def REDIS_FAIL_MODE(self) -> str:
+        return str(self.get("REDIS_FAIL_MODE"))
+
+    @property
+    def REDIS_FAIL_LOG_INTERVAL(self) -> float:
+        return float(self.get("REDIS_FAIL_LOG_INTERVAL"))
+
+    @property
+    def REDIS_EXPIRE_AFTER_PERIOD(self) -> int:
+        return int(self.get("REDIS_EXPIRE_AFTER_PERIOD"))
 
 
 conf = UsageLimitsSettings()

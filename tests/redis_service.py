@@ -1,0 +1,150 @@
+"""Real Redis for the tests: the shared server (``REDIS_URL``) and private ones a test can stop.
+
+Every test gets its own key prefix on the shared server and removes its keys afterwards, so the
+suite never flushes a database that something else uses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+from .conftest import service_missing
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")
+REDIS_STORE = "usage_limits.backends.redis.RedisStore"
+
+
+def redis_settings(url: str, prefix: str, **extra: Any) -> dict[str, Any]:
+    """``USAGE_LIMITS`` of the test settings, switched to the Redis store."""
+    return {
+        **django_settings.USAGE_LIMITS,
+        "STORE": REDIS_STORE,
+        "REDIS_URL": url,
+        "REDIS_KEY_PREFIX": prefix,
+        # Generous: other test runs share this machine's two cores.
+        "REDIS_SOCKET_TIMEOUT": 2.0,
+        "REDIS_CONNECT_TIMEOUT": 2.0,
+        **extra,
+    }
+
+
+def shared_redis() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, decode_responses=True)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        service_missing(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    return client
+
+
+@pytest.fixture
+def redis_prefix(settings: Any) -> Iterator[str]:
+    """Switch the store to Redis under a key prefix of this test's own; remove its keys after."""
+    client = shared_redis()
+    prefix = f"uqt{uuid.uuid4().hex[:10]}"
+    settings.USAGE_LIMITS = redis_settings(REDIS_URL, prefix)
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def free_port(first: int = 6391, last: int = 6399) -> int:
+    """A free port for a private Redis, in the range this suite keeps for them."""
+    for port in range(first, last + 1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{last} for a private Redis")
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, without persistence, that the test may stop."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.directory = tempfile.mkdtemp(prefix="usage-limits-redis-")
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            service_missing("redis-server is not installed")
+            return
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Kill it: no shutdown, no save; its data is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def freeze(self) -> None:
+        """Stop it answering while it keeps its data (a stalled or partitioned server)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.thaw()
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis(free_port())
+    server.start()
+    yield server
+    server.close()
