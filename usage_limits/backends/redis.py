@@ -122,7 +122,9 @@ class RedisStore(UsageStore):
             )
             self.outage_log.suppressed = 0
         if closed:
-            raise StoreUnavailable(f"The usage counter store (Redis) is unavailable: {what}.")
+            raise StoreUnavailable(
+                f"The usage counter store (Redis) is unavailable ({what}); try again shortly."
+            )
         return fallback()
 
     # --- counting: one script call --------------------------------------------------------------
