@@ -245,9 +245,17 @@ CASES: dict[str, list[tuple[str, Callable[[Context], View | None]]]] = {
         ("DRF UserRateThrottle + django-redis", drf_user_rate_throttle),
     ],
 }
+# The hot counter through the engine (what a request pays: rules, period, signals) and at the
+# store itself (what the counter sustains).
 HOT = {
-    "postgresql": "hot counter, 2 processes, PostgreSQL",
-    "redis": "hot counter, 2 processes, Redis",
+    "postgresql": [
+        ("hot counter, 2 processes, PostgreSQL: store.consume()", "store"),
+        ("hot counter, 2 processes, PostgreSQL: engine consume()", "engine"),
+    ],
+    "redis": [
+        ("hot counter, 2 processes, Redis: store.consume()", "store"),
+        ("hot counter, 2 processes, Redis: engine consume()", "engine"),
+    ],
 }
 
 
@@ -271,24 +279,39 @@ def measure(view: View, request: Any, seconds: float) -> dict[str, float]:
     return {"us_per_call": elapsed / calls * 1e6, "per_second": calls / elapsed}
 
 
-def _hot_worker(tenant_id: int, seconds: float, start: Any, results: Any) -> None:
+def _hot_worker(tenant_id: int, seconds: float, level: str, start: Any, results: Any) -> None:
     from django.db import connections
+    from django.utils import timezone
 
     from usage_limits import consume
+    from usage_limits.backends import CounterKey, get_store
+    from usage_limits.periods import period_containing
 
     connections.close_all()  # never share the parent's connection
     consume(tenant_id, "api_calls")
+    store = get_store()
+    key = CounterKey(tenant_id, "api_calls", period_containing("monthly", timezone.now()))
+    limit = 10**12
+
+    def engine_call() -> None:
+        consume(tenant_id, "api_calls")
+
+    def store_call() -> None:
+        store.consume(key, 1, limit)
+
+    call = engine_call if level == "engine" else store_call
     start.wait()
     calls = 0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         for _ in range(BATCH):
-            consume(tenant_id, "api_calls")
+            call()
         calls += BATCH
     results.put(calls)
 
 
-def hot_counter(tenant_id: int, seconds: float, processes: int = 2) -> dict[str, float]:
+def hot_counter(tenant_id: int, seconds: float, level: str, processes: int = 2) -> dict[str, float]:
+    """consume() calls a second on one tenant's counter, summed over ``processes`` processes."""
     from django.db import connections
 
     connections.close_all()
@@ -296,7 +319,7 @@ def hot_counter(tenant_id: int, seconds: float, processes: int = 2) -> dict[str,
     start = context.Barrier(processes + 1)
     results = context.Queue()
     workers = [
-        context.Process(target=_hot_worker, args=(tenant_id, seconds, start, results))
+        context.Process(target=_hot_worker, args=(tenant_id, seconds, level, start, results))
         for _ in range(processes)
     ]
     for worker in workers:
@@ -369,9 +392,9 @@ def child(target: str, seconds: float, hot_seconds: float) -> None:
             _emit({"label": label, "missing": True})
             continue
         _emit({"label": label, **measure(view, request, seconds)})
-    if target in HOT:
+    for label, level in HOT.get(target, []):
         hot_tenant = TenantFactory(plan_id=_bench_plan_id())
-        _emit({"label": HOT[target], "hot": True, **hot_counter(hot_tenant.pk, hot_seconds)})
+        _emit({"label": label, "hot": True, **hot_counter(hot_tenant.pk, hot_seconds, level)})
     if target == "redis":
         _clear_redis()
 

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import transaction
@@ -43,6 +44,19 @@ logger = logging.getLogger("usage_limits")
 
 T = TypeVar("T")
 
+# Counters whose Redis names a process remembers; cleared when full (tenants x features x periods
+# in use, so a busy process keeps its working set).
+_NAMES_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _CounterNames:
+    counter: str
+    dirty: str
+    field: str
+    expire_at: int | None
+
+
 # Even a counter whose period ended long ago lives this long once seeded, so a late write is
 # still flushed rather than created already expired.
 _MIN_TTL_SECONDS = 3600
@@ -52,6 +66,7 @@ class RedisStore(UsageStore):
     """Counters in Redis, copied into ``UsageRecord`` by the flush."""
 
     def __init__(self) -> None:
+        self._names_cache: dict[CounterKey, _CounterNames] = {}
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._connect_lock = threading.Lock()
@@ -150,19 +165,34 @@ class RedisStore(UsageStore):
             "refund",
         )
 
+    def _names(self, key: CounterKey) -> _CounterNames:
+        """The Redis names of a counter, computed once per counter and process (hot path)."""
+        names = self._names_cache.get(key)
+        if names is None:
+            if len(self._names_cache) >= _NAMES_CACHE_SIZE:
+                self._names_cache.clear()
+            keys = self.keys
+            expiry = expire_at(key.period)
+            # A period long over gets "an hour from now", which must not be remembered.
+            lasting = expiry == 0 or expiry > time.time() + 2 * _MIN_TTL_SECONDS
+            names = self._names_cache[key] = _CounterNames(
+                counter=keys.counter(key),
+                dirty=keys.dirty(key.tenant_id),
+                field=str(DirtyField.of(key)),
+                expire_at=expiry if lasting else None,
+            )
+        return names
+
     def _change(self, key: CounterKey, op: str, quantity: int, limit: int | None) -> CounterChange:
-        keys = [
-            self.keys.counter(key),
-            self.keys.dirty(key.tenant_id),
-            *self.history_bucket_keys(key),
-        ]
+        names = self._names(key)
+        keys = [names.counter, names.dirty, *self.history_bucket_keys(key)]
         args: list[Any] = [
             op,
             quantity,
             -1 if limit is None else limit,
-            str(DirtyField.of(key)),
+            names.field,
             "",
-            expire_at(key.period),
+            expire_at(key.period) if names.expire_at is None else names.expire_at,
         ]
         script = self._script("change")
         reply = script(keys=keys, args=args)
