@@ -77,8 +77,9 @@ def free_port(first: int = 6391, last: int = 6399) -> int:
 class PrivateRedis:
     """A redis-server of this test's own, without persistence, that the test may stop."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, cluster: bool = False) -> None:
         self.port = port
+        self.cluster = cluster
         self.url = f"redis://127.0.0.1:{port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.directory = tempfile.mkdtemp(prefix="usage-limits-redis-")
@@ -101,6 +102,11 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 self.directory,
+                *(
+                    ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                    if self.cluster
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -110,10 +116,17 @@ class PrivateRedis:
         while True:
             try:
                 client.ping()
-                return
+                break
             except redis.exceptions.ConnectionError:
                 if time.monotonic() > deadline:
                     raise
+                time.sleep(0.05)
+        if self.cluster:
+            # A one-node cluster: this node serves every slot.
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the private Redis Cluster did not become ready")
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -145,6 +158,14 @@ class PrivateRedis:
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis(free_port())
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[PrivateRedis]:
+    server = PrivateRedis(free_port(), cluster=True)
     server.start()
     yield server
     server.close()

@@ -32,7 +32,13 @@ from django.utils import timezone
 
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore
 from usage_limits.backends.database import DatabaseStore
-from usage_limits.backends.redis_client import UNAVAILABLE, CircuitBreaker, OutageLog, connect
+from usage_limits.backends.redis_client import (
+    UNAVAILABLE,
+    CircuitBreaker,
+    OutageLog,
+    connect,
+    run_batch,
+)
 from usage_limits.backends.redis_keys import DirtyField, RedisKeys
 from usage_limits.backends.redis_scripts import ASSIGN, CHANGE, DENIED, MISSING
 from usage_limits.conf import conf
@@ -288,13 +294,14 @@ class RedisStore(UsageStore):
             for key in wanted:
                 by_tenant[key.tenant_id].append(key)
             # One MGET per tenant (a tenant's keys share a Cluster slot), all in one round trip.
-            pipe = self.client.pipeline(transaction=False)
             groups = list(by_tenant.values())
-            for group in groups:
-                pipe.mget([self.keys.counter(k) for k in group])
+            replies_by_group = run_batch(
+                self.client,
+                [_mget([self._names(k).counter for k in group]) for group in groups],
+            )
             values: dict[CounterKey, int] = {}
             missing: list[CounterKey] = []
-            for group, replies in zip(groups, pipe.execute(), strict=True):
+            for group, replies in zip(groups, replies_by_group, strict=True):
                 for key, value in zip(group, replies, strict=True):
                     if value is None:
                         missing.append(key)
@@ -316,6 +323,10 @@ class RedisStore(UsageStore):
             return bool(self.client.ping())
         except UNAVAILABLE:
             return False
+
+
+def _mget(names: list[str]) -> Callable[[Any], Any]:
+    return lambda client: client.mget(names)
 
 
 def expire_at(period: Period) -> int:

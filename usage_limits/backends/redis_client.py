@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
@@ -109,3 +110,17 @@ class OutageLog:
                 return True
             self.suppressed += 1
             return False
+
+
+def run_batch(client: Any, calls: list[Callable[[Any], Any]]) -> list[Any]:
+    """Run commands in one round trip (a pipeline), or one by one on Redis Cluster.
+
+    Each call receives the client to send its command through. Cluster pipelines refuse
+    ``EVALSHA`` and ``MGET``, so there each command goes to its slot's node by itself.
+    """
+    if conf.REDIS_CLUSTER:
+        return [call(client) for call in calls]
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        call(pipe)
+    return list(pipe.execute())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
@@ -36,6 +37,7 @@ from django.utils import timezone
 
 from usage_limits.backends import get_store
 from usage_limits.backends.redis import RedisStore
+from usage_limits.backends.redis_client import run_batch
 from usage_limits.backends.redis_keys import DIRTY_SEQUENCE_FIELD, DirtyField
 from usage_limits.backends.redis_scripts import CLEAR_DIRTY, FLUSH_READ
 from usage_limits.conf import conf
@@ -150,7 +152,7 @@ def _flush_batch(
     with transaction.atomic(using=alias):
         _insert_missing_rows(alias, counters, now)
         rows = _lock_rows(alias, counters)
-        pipe = client.pipeline(transaction=False)
+        calls: list[Callable[[Any], Any]] = []
         plans: list[tuple[int, list[tuple[DirtyField, tuple[Any, ...] | None]]]] = []
         for tenant_id in sorted(batch):
             fields = sorted(batch[tenant_id].values(), key=str)
@@ -163,19 +165,16 @@ def _flush_batch(
                     pk, used, synced, updated_at, _stale = row
                     token = f"{used}:{synced}:{updated_at.timestamp()}"
                     args += [str(field), pk, token, used - synced]
-            read_script(
-                keys=[
-                    keys.dirty(tenant_id),
-                    keys.applied(tenant_id),
-                    *(keys.counter_for(tenant_id, f) for f in fields),
-                ],
-                args=args,
-                client=pipe,
-            )
+            redis_keys = [
+                keys.dirty(tenant_id),
+                keys.applied(tenant_id),
+                *(keys.counter_for(tenant_id, f) for f in fields),
+            ]
+            calls.append(_script_call(read_script, redis_keys, args))
             plans.append((tenant_id, plan))
         updates: list[UsageRecord] = []
         unmark: list[int] = []
-        for (tenant_id, plan), reply in zip(plans, pipe.execute(), strict=True):
+        for (tenant_id, plan), reply in zip(plans, run_batch(client, calls), strict=True):
             for index, (field, row) in enumerate(plan):
                 value, generation = reply[2 * index], reply[2 * index + 1]
                 if generation is not None:
@@ -205,10 +204,15 @@ def _flush_batch(
         report.written += len(updates)
     # Only after the commit: a crash before it leaves every mark in place for the next run.
     clear = client.register_script(CLEAR_DIRTY)
-    pipe = client.pipeline(transaction=False)
-    for tenant_id, pairs in generations.items():
-        clear(keys=[keys.dirty(tenant_id)], args=[x for pair in pairs for x in pair], client=pipe)
-    report.cleared += sum(int(n) for n in pipe.execute())
+    clears = [
+        _script_call(clear, [keys.dirty(tenant_id)], [x for pair in pairs for x in pair])
+        for tenant_id, pairs in generations.items()
+    ]
+    report.cleared += sum(int(n) for n in run_batch(client, clears))
+
+
+def _script_call(script: Any, redis_keys: list[str], args: list[Any]) -> Callable[[Any], Any]:
+    return lambda client: script(keys=redis_keys, args=args, client=client)
 
 
 def _insert_missing_rows(alias: str, counters: list[tuple[int, DirtyField]], now: datetime) -> None:
