@@ -146,14 +146,19 @@ def test_the_flush_command_reports_what_it_did(tenant: Tenant) -> None:
     assert row(tenant).used == 3
 
 
-def test_a_deleted_tenant_is_dropped_from_the_flush(tenant: Tenant) -> None:
+def test_a_deleted_tenant_is_dropped_from_the_flush_with_its_keys(
+    tenant: Tenant, client: redis.Redis
+) -> None:
     gone = TenantFactory(plan=tenant.plan)
     increment_usage(gone, "api_calls")
+    store().increment(CounterKey(gone.pk, "seats", ALL_TIME), 2)
     increment_usage(tenant, "api_calls")
     gone.delete()
     report = flush_counters()
     assert (report.tenants_gone, report.written) == (1, 1)
     assert flush_counters().counters == 0
+    assert list(client.scan_iter(match=store().keys.tenant_pattern(gone.pk))) == []
+    assert list(client.scan_iter(match=store().keys.tenant_pattern(tenant.pk))) != []
 
 
 def test_outage_units_are_added_to_redis_once_even_if_the_flush_is_replayed(

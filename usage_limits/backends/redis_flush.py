@@ -127,8 +127,11 @@ def _pending_counters(store: RedisStore, report: FlushReport) -> dict[int, dict[
         )
         gone = [tenant_id for tenant_id in work if tenant_id not in existing]
         for tenant_id in gone:
-            # Their rows went with them (CASCADE); drop the marks so they stop coming back.
-            client.delete(keys.dirty(tenant_id), keys.applied(tenant_id))
+            # Their rows went with them (CASCADE); their keys go too, or allocations (which never
+            # expire) would stay forever and the marks would keep coming back.
+            leftovers = list(client.scan_iter(match=keys.tenant_pattern(tenant_id), count=1000))
+            for start in range(0, len(leftovers), _SCAN_COUNT):
+                client.delete(*leftovers[start : start + _SCAN_COUNT])
             del work[tenant_id]
         report.tenants_gone += len(gone)
     return dict(work)

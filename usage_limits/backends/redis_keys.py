@@ -54,6 +54,10 @@ class RedisKeys:
     def applied(self, tenant_id: int) -> str:
         return f"{self.prefix}:{{{tenant_id}}}:applied"
 
+    def tenant_pattern(self, tenant_id: int) -> str:
+        """Every key of one tenant (for SCAN MATCH)."""
+        return f"{self.prefix}:{{{tenant_id}}}:*"
+
     @property
     def dirty_pattern(self) -> str:
         return f"{self.prefix}:{{*}}:dirty"
