@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from usage_limits import consume, get_usage, reset_usage, set_usage
 from usage_limits.backends import get_store
@@ -185,6 +186,12 @@ def test_resets_and_sets_wait_for_redis_in_either_mode(settings: Any, tenant: Te
         with pytest.raises(StoreUnavailable):
             set_usage(tenant, "seats", 1)
     assert not UsageReset.objects.exists()
+
+
+@pytest.mark.usefixtures("nothing_listening")
+def test_the_flush_command_fails_clearly_without_redis() -> None:
+    with pytest.raises(CommandError, match="Redis is unavailable, nothing flushed"):
+        call_command("usage_limits_flush")
 
 
 @pytest.fixture
