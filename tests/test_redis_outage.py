@@ -175,6 +175,7 @@ def test_fail_open_still_enforces_the_limit_from_the_database(settings: Any) -> 
     assert (record.used, record.redis_stale) == (5, True)
     assert get_usage(tenant).feature("api_calls").used == 5
     assert store().breaker.is_open
+    assert not store().ping()
 
 
 @pytest.mark.usefixtures("nothing_listening")

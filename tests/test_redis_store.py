@@ -64,6 +64,10 @@ def test_keys_carry_the_tenant_as_a_hash_tag_and_expire_after_the_period(
     assert tags == {f"{{{tenant.pk}}}"}
 
 
+def test_the_store_answers_a_health_check() -> None:
+    assert store().ping()
+
+
 def test_allocations_never_expire(tenant: Tenant, client: redis.Redis) -> None:
     store().set(CounterKey(tenant.pk, "seats", ALL_TIME), 3)
     assert client.ttl(f"{store().keys.prefix}:{{{tenant.pk}}}:seats:0") == -1

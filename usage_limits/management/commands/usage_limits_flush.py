@@ -49,4 +49,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Flushed in {elapsed:.2f} s: {report}.")
             if every is None:
                 return
-            time.sleep(max(every - (time.monotonic() - started), 0.0))
+            try:
+                time.sleep(max(every - (time.monotonic() - started), 0.0))
+            except KeyboardInterrupt:  # stopping a sidecar between two flushes is a clean exit
+                return
