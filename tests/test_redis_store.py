@@ -168,25 +168,43 @@ def test_a_deleted_tenant_is_dropped_from_the_flush_with_its_keys(
 def test_outage_units_are_added_to_redis_once_even_if_the_flush_is_replayed(
     tenant: Tenant, client: redis.Redis
 ) -> None:
-    """The replay guard: a flush that added the difference and crashed before its commit."""
+    """The replay guard: a flush that added the difference and died before its commit."""
     increment_usage(tenant, "api_calls", 10)
     flush_counters()
     # The database counted 4 units while Redis was unreachable.
     UsageRecord.objects.filter(tenant=tenant).update(used=14, redis_stale=True)
-    record = row(tenant)
     key = CounterKey(tenant.pk, "api_calls", get_usage(tenant).feature("api_calls").period)
     keys = store().keys
-    field = DirtyField.of(key)
-    token = f"{record.used}:{record.redis_synced}:{record.updated_at.timestamp()}"
     read = client.register_script(FLUSH_READ)
-    args = [3600, str(field), record.pk, token, record.used - record.redis_synced]
     redis_keys = [keys.dirty(tenant.pk), keys.applied(tenant.pk), keys.counter(key)]
-    assert read(keys=redis_keys, args=args)[0] == "14"
-    # ... the process dies here; the next flush sees the same row and the same token:
-    assert read(keys=redis_keys, args=args)[0] == "14"
+
+    def flush_read() -> str:
+        record = row(tenant)
+        args = [
+            3600,
+            str(DirtyField.of(key)),
+            record.pk,
+            record.redis_version,
+            record.used,
+            record.used - record.redis_synced,
+        ]
+        value: str = read(keys=redis_keys, args=args)[0]
+        return value
+
+    assert flush_read() == "14"
+    # ... the process dies here, before the database commits. The next flush sees the same row:
+    assert flush_read() == "14"
+    # ... or the database counted one more unit in between (a process whose breaker is open):
+    UsageRecord.objects.filter(tenant=tenant).update(used=15)
+    assert flush_read() == "15"
+    assert flush_read() == "15"
     flush_counters()
-    assert row(tenant).used == 14
-    assert store().get(key) == 14
+    assert (row(tenant).used, row(tenant).redis_synced, row(tenant).redis_stale) == (15, 15, False)
+    assert store().get(key) == 15
+    # A later outage starts from the new baseline.
+    UsageRecord.objects.filter(tenant=tenant).update(used=17, redis_stale=True)
+    flush_counters()
+    assert store().get(key) == row(tenant).used == 17
 
 
 @pytest.mark.django_db(transaction=True)

@@ -262,6 +262,12 @@ class UsageRecord(models.Model):
         db_default=0,
         help_text=_("The part of 'used' that the Redis counter also holds."),
     )
+    redis_version = models.BigIntegerField(
+        _("Redis exchanges"),
+        default=0,
+        db_default=0,
+        help_text=_("Counts the times redis_synced was set; names the baseline of a difference."),
+    )
     redis_stale = models.BooleanField(
         _("changed while Redis was unreachable"),
         default=False,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore
@@ -225,7 +226,7 @@ class RedisStore(UsageStore):
             reply: list[int] = script(keys=keys, args=[*args[:4], seed, args[5]])
             if row is not None and int(reply[3]) == 1:
                 UsageRecord.objects.using(alias).filter(pk=row[0]).update(
-                    redis_synced=seed, redis_stale=False
+                    redis_synced=seed, redis_stale=False, redis_version=F("redis_version") + 1
                 )
         return reply
 
@@ -273,7 +274,11 @@ class RedisStore(UsageStore):
                 # What the row counted during an outage and Redis has not absorbed yet.
                 before = used if held is None else int(held) + (used - synced)
                 UsageRecord.objects.using(alias).filter(pk=pk).update(
-                    used=value, redis_synced=value, redis_stale=False, updated_at=now
+                    used=value,
+                    redis_synced=value,
+                    redis_stale=False,
+                    redis_version=F("redis_version") + 1,
+                    updated_at=now,
                 )
         return CounterChange(applied=True, before=max(before, 0), after=value)
 

@@ -16,8 +16,9 @@ at once (docs/scaling.md has the long form):
   the flush keeps its mark for the next run.
 * **Outage units.** While Redis was unreachable (fail-open), the database counted on its own and
   marked the row ``redis_stale``; ``used - redis_synced`` is what it counted. The flush adds that
-  difference to Redis in the same script that reads the value, remembering a token of the row's
-  state, so a flush that crashed before its commit does not add it twice when it runs again.
+  difference to Redis in the same script that reads the value and remembers, per row, the
+  baseline (``redis_version``) and the row value it added for: a flush that crashed before its
+  commit and runs again adds only what the row counted since, never the same units twice.
 """
 
 from __future__ import annotations
@@ -163,11 +164,10 @@ def _flush_batch(
             args: list[Any] = [conf.REDIS_EXPIRE_AFTER_PERIOD]
             for field, row in plan:
                 if row is None:  # a tenant deleted meanwhile: nothing to write to
-                    args += [str(field), 0, "", 0]
+                    args += [str(field), 0, "", 0, 0]
                 else:
-                    pk, used, synced, updated_at, _stale = row
-                    token = f"{used}:{synced}:{updated_at.timestamp()}"
-                    args += [str(field), pk, token, used - synced]
+                    pk, used, synced, version, _stale = row
+                    args += [str(field), pk, version, used, used - synced]
             redis_keys = [
                 keys.dirty(tenant_id),
                 keys.applied(tenant_id),
@@ -184,7 +184,7 @@ def _flush_batch(
                     generations[tenant_id].append((str(field), generation))
                 if row is None:
                     continue
-                pk, used, synced, _updated_at, stale = row
+                pk, used, synced, version, stale = row
                 if value is None:
                     report.missing += 1
                     if stale and field.period_end is not None and field.period_end <= now:
@@ -196,11 +196,18 @@ def _flush_batch(
                 if value != used or value != synced or stale:
                     updates.append(
                         UsageRecord(
-                            pk=pk, used=value, redis_synced=value, redis_stale=False, updated_at=now
+                            pk=pk,
+                            used=value,
+                            redis_synced=value,
+                            redis_version=version + 1,
+                            redis_stale=False,
+                            updated_at=now,
                         )
                     )
         UsageRecord.objects.using(alias).bulk_update(
-            updates, ["used", "redis_synced", "redis_stale", "updated_at"], batch_size=500
+            updates,
+            ["used", "redis_synced", "redis_version", "redis_stale", "updated_at"],
+            batch_size=500,
         )
         if unmark:
             UsageRecord.objects.using(alias).filter(pk__in=unmark).update(redis_stale=False)
@@ -260,7 +267,7 @@ def _lock_rows(
             "pk",
             "used",
             "redis_synced",
-            "updated_at",
+            "redis_version",
             "redis_stale",
         )
     )

@@ -6,8 +6,9 @@ one Redis Cluster slot and one Lua script may touch them together:
 * ``uq:{42}:api_calls:1772323200``: a counter (tenant 42, feature, period start as a Unix epoch);
 * ``uq:{42}:dirty``: a hash of the tenant's counters changed since the flush last copied them,
   ``field -> change generation`` (plus ``#``, the tenant's generation sequence);
-* ``uq:{42}:applied``: a hash of database differences already added to Redis, ``row id -> token``,
-  so a flush that crashed after adding one can run again without adding it twice.
+* ``uq:{42}:applied``: a hash of database differences already added to Redis,
+  ``row id -> "baseline:row value"``, so a flush that crashed after adding one can run again
+  without adding it twice.
 
 A dirty field holds everything the flush needs to write the database row without asking the
 current rules (which may have changed since): feature, period start, period end and period key.

@@ -84,29 +84,40 @@ return before
 """
 
 # Read a tenant's counters for the flush, first adding what the database counted while Redis
-# was unreachable (each difference once: the token of a difference already added is remembered).
+# was unreachable. The applied hash remembers, per row, the baseline (the row's redis_version)
+# and the row's value a difference was added for: a flush that crashed after adding and runs
+# again adds only what the row counted since (usually nothing), never the same units twice.
 #
 # KEYS[1] dirty hash, KEYS[2] applied hash, KEYS[3..] counters
-# ARGV[1] seconds the applied hash is kept, then per counter 4 values:
-#   dirty field, row id, token, difference to add ("0" = none)
+# ARGV[1] seconds the applied hash is kept, then per counter 5 values:
+#   dirty field, row id, baseline, the row's value, difference to add (value - redis_synced)
 # Reply: per counter 2 values: the counter (false = missing), its dirty generation (false = clean)
 FLUSH_READ = """
 local dirty, applied = KEYS[1], KEYS[2]
 local reply = {}
 for i = 3, #KEYS do
-  local base = (i - 3) * 4 + 1
-  local field, row = ARGV[base + 1], ARGV[base + 2]
-  local token, difference = ARGV[base + 3], ARGV[base + 4]
+  local base = (i - 3) * 5 + 1
+  local field, row, baseline = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local used, difference = ARGV[base + 4], tonumber(ARGV[base + 5])
   local value = redis.call('GET', KEYS[i])
-  if value and difference ~= '0' and redis.call('HGET', applied, row) ~= token then
-    if tonumber(value) + tonumber(difference) < 0 then
-      value = '0'
-      redis.call('SET', KEYS[i], value, 'KEEPTTL')
-    else
-      value = string.format('%d', redis.call('INCRBY', KEYS[i], difference))
+  if value then
+    local done = redis.call('HGET', applied, row)
+    if done then
+      local done_baseline, done_used = string.match(done, '^([^:]*):(.*)$')
+      if done_baseline == baseline then
+        difference = tonumber(used) - tonumber(done_used)
+      end
     end
-    redis.call('HSET', applied, row, token)
-    redis.call('EXPIRE', applied, ARGV[1])
+    if difference ~= 0 then
+      if tonumber(value) + difference < 0 then
+        value = '0'
+        redis.call('SET', KEYS[i], value, 'KEEPTTL')
+      else
+        value = string.format('%d', redis.call('INCRBY', KEYS[i], string.format('%d', difference)))
+      end
+      redis.call('HSET', applied, row, baseline .. ':' .. used)
+      redis.call('EXPIRE', applied, ARGV[1])
+    end
   end
   reply[#reply + 1] = value or false
   reply[#reply + 1] = redis.call('HGET', dirty, field) or false
