@@ -20,7 +20,7 @@ from usage_limits.exceptions import StoreUnavailable
 from usage_limits.models import Tenant, UsageRecord, UsageReset
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
-from .redis_service import PrivateRedis, free_port, private_redis, redis_settings  # noqa: F401
+from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -160,10 +160,13 @@ def test_fail_closed_refuses_at_once_and_resumes_from_the_record(
 
 
 @pytest.fixture
-def nothing_listening(settings: Any) -> str:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    settings.USAGE_LIMITS = redis_settings(url, "uq", **OUTAGE)
-    return url
+def nothing_listening(settings: Any) -> Iterator[str]:
+    """A port held by this test and never listened on: every connection is refused."""
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{reserved.getsockname()[1]}/0"
+        settings.USAGE_LIMITS = redis_settings(url, "uq", **OUTAGE)
+        yield url
 
 
 @pytest.mark.usefixtures("nothing_listening")

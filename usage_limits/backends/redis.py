@@ -256,9 +256,12 @@ class RedisStore(UsageStore):
         alias = conf.DATABASE_ALIAS
         now = timezone.now()
         with transaction.atomic(using=alias):
-            if create:
-                _insert_missing_rows(alias, [key], now)
             row = _locked_row(alias, key)
+            if row is None and create:
+                # Only when missing: an insert that meets a duplicate takes a shared lock on
+                # MySQL, which would deadlock with a flush waiting for the same row.
+                _insert_missing_rows(alias, [key], now)
+                row = _locked_row(alias, key)
             held = self._script("assign")(
                 keys=[self.keys.counter(key), self.keys.dirty(key.tenant_id)],
                 args=[value, str(DirtyField.of(key)), expire_at(key.period)],

@@ -24,6 +24,7 @@ at once (docs/scaling.md has the long form):
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from functools import reduce
 from operator import or_
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -48,6 +49,7 @@ logger = logging.getLogger("usage_limits")
 
 DEFAULT_BATCH_SIZE = 500
 _SCAN_COUNT = 1000
+_ATTEMPTS = 3
 
 # (tenant_id, feature, period_start): how a counter's row is found.
 _RowKey = tuple[int, str, datetime]
@@ -92,11 +94,32 @@ def flush_counters(
         batch[tenant_id] = work[tenant_id]
         size += len(work[tenant_id])
         if size >= batch_size:
-            _flush_batch(store, batch, report)
+            _flush_batch_retrying(store, batch, report)
             batch, size = {}, 0
     if batch:
-        _flush_batch(store, batch, report)
+        _flush_batch_retrying(store, batch, report)
     return report
+
+
+def _flush_batch_retrying(
+    store: RedisStore, batch: dict[int, dict[str, DirtyField]], report: FlushReport
+) -> None:
+    """Flush a batch; a deadlock or lock timeout between flushes just means "run it again"."""
+    alias = conf.DATABASE_ALIAS
+    for attempt in range(1, _ATTEMPTS + 1):
+        partial = FlushReport()
+        try:
+            _flush_batch(store, batch, partial)
+        except OperationalError:
+            # Inside the caller's transaction a retry cannot start over: let the caller decide.
+            if attempt == _ATTEMPTS or connections[alias].in_atomic_block:
+                raise
+            logger.info("usage_limits: flush batch hit a lock conflict, retrying", exc_info=True)
+            time.sleep(0.05 * attempt)
+            continue
+        for name in ("counters", "written", "reconciled", "cleared", "missing"):
+            setattr(report, name, getattr(report, name) + getattr(partial, name))
+        return
 
 
 def _pending_counters(store: RedisStore, report: FlushReport) -> dict[int, dict[str, DirtyField]]:
@@ -154,8 +177,14 @@ def _flush_batch(
     report.counters += len(counters)
     generations: dict[int, list[tuple[str, str]]] = defaultdict(list)
     with transaction.atomic(using=alias):
-        _insert_missing_rows(alias, counters, now)
         rows = _lock_rows(alias, counters)
+        new = [(t, f) for t, f in counters if (t, f.feature, f.period_start) not in rows]
+        if new:
+            # Counters never flushed: create their rows only now, after the existing ones are
+            # locked in key order (an insert that meets a duplicate takes a shared lock on
+            # MySQL, which two flushes could each hold while waiting for the other's).
+            _insert_missing_rows(alias, new, now)
+            rows.update(_lock_rows(alias, new))
         calls: list[Callable[[Any], Any]] = []
         plans: list[tuple[int, list[tuple[DirtyField, tuple[Any, ...] | None]]]] = []
         for tenant_id in sorted(batch):
