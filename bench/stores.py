@@ -21,6 +21,7 @@ Rows for the ``@require_quota`` decorator appear when ``usage_limits.decorators`
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,7 @@ GOAL_REDIS_HOT = 20_000
 GOAL_POSTGRES_HOT = 3_000
 WARMUP_CALLS = 200
 BATCH = 50
+ROUNDS = 3
 
 View = Callable[[Any], Any]
 
@@ -113,16 +116,23 @@ def drf_user_rate_throttle(ctx: Context) -> View:
 
     class Throttle(UserRateThrottle):
         cache = caches["redis"]
-        # DRF keeps a list of timestamps per user and rewrites it on every request: its cost
-        # grows with the rate. 1,000 a minute is a common setting.
         rate = "1000/min"
 
+    # DRF keeps a list of request times per user and rewrites it on every admitted request, so
+    # its cost grows with each user's recent requests, and a denial (a read only) is cheaper.
+    # Requests cycle through 1,000 users so that every measured request is admitted with a
+    # short history, as on a site with many moderately active users.
+    users = [SimpleNamespace(pk=10**6 + i, is_authenticated=True) for i in range(1000)]
+    requests = []
+    for user in users:
+        drf_request = Request(ctx.request)
+        drf_request.user = user
+        requests.append(drf_request)
+    turn = itertools.cycle(requests)
     throttle = Throttle()
-    drf_request = Request(ctx.request)
-    drf_request.user = ctx.user
 
     def view(request: Any) -> Any:
-        allowed = throttle.allow_request(drf_request, None)
+        allowed = throttle.allow_request(next(turn), None)
         return HttpResponse("ok", status=200 if allowed else 429)
 
     return view
@@ -267,8 +277,6 @@ HOT = {
 
 
 def measure(view: View, request: Any, seconds: float) -> dict[str, float]:
-    for _ in range(WARMUP_CALLS):
-        view(request)
     calls = 0
     started = time.perf_counter()
     deadline = started + seconds
@@ -390,12 +398,25 @@ def child(target: str, seconds: float, hot_seconds: float) -> None:
     request = RequestFactory().get("/api/things/")
     request.user = user
     ctx = Context(request=request, user=user, tenant_id=tenant.pk, database=target)
+    views: list[tuple[str, View]] = []
     for label, build in CASES[target]:
         view = build(ctx)
         if view is None:
             _emit({"label": label, "missing": True})
-            continue
-        _emit({"label": label, **measure(view, request, seconds)})
+        else:
+            for _ in range(WARMUP_CALLS):
+                view(request)
+            views.append((label, view))
+    # Rounds interleave the cases and each keeps its fastest round: on a shared machine, other
+    # load only ever slows a round down, and it hits every case alike.
+    best: dict[str, dict[str, float]] = {}
+    for _round in range(ROUNDS):
+        for label, view in views:
+            result = measure(view, request, seconds / ROUNDS)
+            if label not in best or result["us_per_call"] < best[label]["us_per_call"]:
+                best[label] = result
+    for label, _view in views:
+        _emit({"label": label, **best[label]})
     for label, level in HOT.get(target, []):
         if "no synchronous commit" in label:
             from django.db import connection
@@ -495,7 +516,8 @@ def main() -> None:
     for target in args.only or ["sqlite", "postgresql", "redis"]:
         rows += run_child(target, args)
     if not any("baseline" in row["label"] for row in rows):
-        rows = run_child("sqlite", args)[:1] + rows
+        baseline = [row for row in run_child("sqlite", args) if "baseline" in row["label"]]
+        rows = baseline + rows
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load} (after), "
