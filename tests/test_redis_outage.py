@@ -156,6 +156,23 @@ def test_fail_closed_refuses_at_once_and_resumes_from_the_record(
     assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 21
 
 
+def test_a_redis_out_of_memory_is_an_outage_not_an_error(
+    settings: Any,
+    private_redis: PrivateRedis,  # noqa: F811
+    big_tenant: Tenant,
+) -> None:
+    settings.USAGE_LIMITS = redis_settings(private_redis.url, "uq", **OUTAGE)
+    consume(big_tenant, "api_calls")
+    private_redis.client().config_set("maxmemory", 1)  # every write now fails with OOM
+    decision = consume(big_tenant, "api_calls")
+    assert (decision.allowed, decision.used) == (True, 1)  # counted in the database
+    private_redis.client().config_set("maxmemory", 0)
+    wait_for_the_breaker()
+    assert consume(big_tenant, "api_calls").used == 2
+    flush_counters()
+    assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 3
+
+
 # --- Redis that is not there at all, or does not answer -----------------------------------------
 
 

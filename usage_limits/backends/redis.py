@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from redis import exceptions as redis_errors
 
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore
 from usage_limits.backends.database import DatabaseStore
@@ -38,6 +39,7 @@ from usage_limits.backends.redis_client import (
     CircuitBreaker,
     OutageLog,
     connect,
+    is_outage,
     run_batch,
 )
 from usage_limits.backends.redis_keys import DirtyField, RedisKeys
@@ -119,7 +121,12 @@ class RedisStore(UsageStore):
         if self.breaker.allows_call():
             try:
                 result = operation()
-            except UNAVAILABLE as exc:
+            except redis_errors.RedisError as exc:
+                if not is_outage(exc):
+                    raise
+                self.breaker.record_failure()
+                error = exc
+            except UNAVAILABLE as exc:  # the built-in TimeoutError
                 self.breaker.record_failure()
                 error = exc
             else:
@@ -329,6 +336,8 @@ class RedisStore(UsageStore):
         """Whether Redis answers now (for health checks); never raises."""
         try:
             return bool(self.client.ping())
+        except redis_errors.RedisError:
+            return False
         except UNAVAILABLE:
             return False
 

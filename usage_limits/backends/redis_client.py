@@ -32,8 +32,21 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     redis_errors.ClusterDownError,
     redis_errors.TryAgainError,
     redis_errors.SlotNotCoveredError,
+    # A Redis at its memory limit refuses writes: an outage for counting, not a bug.
+    redis_errors.OutOfMemoryError,
     TimeoutError,
 )
+# Server replies without a class of their own in redis-py that also mean "cannot answer now".
+_UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ")
+
+
+def is_outage(error: Exception) -> bool:
+    """Whether a Redis error means Redis cannot serve now (rather than a mistake in a call)."""
+    if isinstance(error, UNAVAILABLE):
+        return True
+    return isinstance(error, redis_errors.ResponseError) and str(error).startswith(
+        _UNAVAILABLE_REPLIES
+    )
 
 
 def connect() -> Any:
