@@ -401,9 +401,7 @@ def child(target: str, seconds: float, hot_seconds: float) -> None:
     views: list[tuple[str, View]] = []
     for label, build in CASES[target]:
         view = build(ctx)
-        if view is None:
-            _emit({"label": label, "missing": True})
-        else:
+        if view is not None:
             for _ in range(WARMUP_CALLS):
                 view(request)
             views.append((label, view))
@@ -415,8 +413,8 @@ def child(target: str, seconds: float, hot_seconds: float) -> None:
             result = measure(view, request, seconds / ROUNDS)
             if label not in best or result["us_per_call"] < best[label]["us_per_call"]:
                 best[label] = result
-    for label, _view in views:
-        _emit({"label": label, **best[label]})
+    for label, _build in CASES[target]:
+        _emit({"label": label, **best.get(label, {"missing": True})})
     for label, level in HOT.get(target, []):
         if "no synchronous commit" in label:
             from django.db import connection
