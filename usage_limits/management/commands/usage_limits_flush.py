@@ -4,6 +4,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, close_old_connections
 
 from usage_limits.backends.redis_client import UNAVAILABLE
 from usage_limits.backends.redis_flush import DEFAULT_BATCH_SIZE, flush_counters
@@ -44,6 +45,12 @@ class Command(BaseCommand):
                 if every is None:
                     raise CommandError(f"Redis is unavailable, nothing flushed: {exc}") from exc
                 self.stderr.write(f"Redis is unavailable, will try again: {exc}")
+            except DatabaseError as exc:
+                if every is None:
+                    raise
+                # A sidecar outlives a database restart: drop the broken connection, go on.
+                self.stderr.write(f"The database refused the flush, will try again: {exc}")
+                close_old_connections()
             else:
                 elapsed = time.monotonic() - started
                 self.stdout.write(f"Flushed in {elapsed:.2f} s: {report}.")
