@@ -250,3 +250,24 @@ def test_counting_in_steady_state_touches_no_database(
         for _ in range(10):
             store().consume(key, 1, 100)
     assert store().get(key) == 11
+
+
+def test_the_flush_command_keeps_running_as_a_sidecar(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usage_limits.management.commands import usage_limits_flush
+
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        increment_usage(tenant, "api_calls")  # traffic between two flushes
+        if len(pauses) == 2:
+            raise KeyboardInterrupt  # the operator stops the sidecar
+
+    monkeypatch.setattr(usage_limits_flush.time, "sleep", sleep)
+    out = StringIO()
+    call_command("usage_limits_flush", "--every", "5", stdout=out)
+    assert out.getvalue().count("Flushed in") == 2
+    assert all(0 < pause <= 5 for pause in pauses)
+    assert row(tenant).used == 1  # the second run flushed what came after the first
