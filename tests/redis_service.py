@@ -7,6 +7,7 @@ suite never flushes a database that something else uses.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -68,30 +69,33 @@ def redis_prefix(settings: Any) -> Iterator[str]:
         client.delete(*keys)
 
 
-def free_port(first: int = 6391, last: int = 6399) -> int:
-    """A free port for a private Redis: in the range kept for them, else any the OS offers."""
-    for port in range(first, last + 1):
+def free_port(first: int = 20000, last: int = 29999) -> int:
+    """A port nothing listens on, picked at random (parallel runs start private servers too)."""
+    while True:
+        port = random.randint(first, last)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        any_port: int = probe.getsockname()[1]
-    return any_port
 
 
 class PrivateRedis:
-    """A redis-server of this test's own, without persistence, that the test may stop."""
+    """A redis-server of this test's own, without persistence, that the test may stop.
 
-    def __init__(self, port: int, *, cluster: bool = False) -> None:
-        self.port = port
+    The port is chosen on the first start and kept for restarts (the store's URL names it).
+    """
+
+    def __init__(self, *, cluster: bool = False) -> None:
         self.cluster = cluster
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.directory = tempfile.mkdtemp(prefix="usage-limits-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         if redis is None:
@@ -100,11 +104,20 @@ class PrivateRedis:
         if binary is None:
             service_missing("redis-server is not installed")
             return
-        self.process = subprocess.Popen(
+        for _attempt in range(5 if self.port == 0 else 1):
+            port = self.port or free_port()
+            if self._start_on(binary, port):
+                self.port = port
+                return
+        raise RuntimeError("could not start a private redis-server")
+
+    def _start_on(self, binary: str, port: int) -> bool:
+        """Start on ``port``; False when another server got the port first."""
+        process = subprocess.Popen(
             [
                 binary,
                 "--port",
-                str(self.port),
+                str(port),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -122,16 +135,24 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
+            if process.poll() is not None:
+                return False  # it exited: the port was taken
             try:
-                client.ping()
+                server_pid = client.info("server")["process_id"]
                 break
             except redis.exceptions.ConnectionError:
                 if time.monotonic() > deadline:
+                    process.kill()
                     raise
                 time.sleep(0.05)
+        if server_pid != process.pid:  # somebody else's server answers on this port
+            process.kill()
+            process.wait(10)
+            return False
+        self.process = process
         if self.cluster:
             # A one-node cluster: this node serves every slot.
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
@@ -139,6 +160,7 @@ class PrivateRedis:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the private Redis Cluster did not become ready")
                 time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         """Kill it: no shutdown, no save; its data is gone."""
@@ -168,7 +190,7 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(free_port())
+    server = PrivateRedis()
     server.start()
     yield server
     server.close()
@@ -176,7 +198,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def private_cluster() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(free_port(), cluster=True)
+    server = PrivateRedis(cluster=True)
     server.start()
     yield server
     server.close()
