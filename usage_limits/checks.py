@@ -16,6 +16,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from usage_limits.backends.base import UsageStore
+from usage_limits.backends.redis_checks import check_redis_settings
 from usage_limits.conf import DEFAULTS
 from usage_limits.models import UNLIMITED, FeatureKind, ResetMode
 from usage_limits.periods import PERIOD_NAMES
@@ -60,6 +61,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_aliases(raw)
     errors += _check_reset_key(raw)
     errors += _check_dashboard(raw)
+    errors += check_redis_settings(raw)
     return errors
 
 

@@ -10,6 +10,7 @@ checks passed and only apply defaults.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +68,26 @@ DEFAULTS: dict[str, Any] = {
     # limit=..., percentage=...) after commit; a callback that raises is logged, never re-raised.
     "ON_USAGE_WARNING": None,
     "ON_LIMIT_EXCEEDED": None,
+    # --- the Redis store (usage_limits.backends.redis.RedisStore), see docs/scaling.md ---------
+    # None: the REDIS_URL environment variable
+    "REDIS_URL": None,
+    # True: connect with redis-py's RedisCluster (keys carry a hash tag per tenant)
+    "REDIS_CLUSTER": False,
+    "REDIS_KEY_PREFIX": "uq",
+    # seconds; redis-py's defaults wait for minutes on a black-holed host
+    "REDIS_CONNECT_TIMEOUT": 0.05,
+    "REDIS_SOCKET_TIMEOUT": 0.1,
+    # retries of a command that hit a connection error or a timeout (0 or 1)
+    "REDIS_RETRIES": 1,
+    # circuit breaker: after this many failures in a row, skip Redis for this many seconds
+    "REDIS_BREAKER_FAILURES": 3,
+    "REDIS_BREAKER_SECONDS": 10.0,
+    # "open": count in the database while Redis is unreachable; "closed": raise StoreUnavailable
+    "REDIS_FAIL_MODE": "open",
+    # seconds between two log lines about the same outage (per process)
+    "REDIS_FAIL_LOG_INTERVAL": 60.0,
+    # seconds a period's counter stays in Redis after the period ends (for the flush to copy it)
+    "REDIS_EXPIRE_AFTER_PERIOD": 7 * 24 * 3600,
 }
 
 
@@ -212,6 +233,53 @@ class UsageLimitsSettings:
     @property
     def ON_LIMIT_EXCEEDED(self) -> Any:
         return self.get("ON_LIMIT_EXCEEDED")
+
+    @property
+    def REDIS_URL(self) -> str | None:
+        value = self.get("REDIS_URL")
+        if value is None:
+            value = os.environ.get("REDIS_URL")
+        return str(value) if value else None
+
+    @property
+    def REDIS_CLUSTER(self) -> bool:
+        return bool(self.get("REDIS_CLUSTER"))
+
+    @property
+    def REDIS_KEY_PREFIX(self) -> str:
+        return str(self.get("REDIS_KEY_PREFIX"))
+
+    @property
+    def REDIS_CONNECT_TIMEOUT(self) -> float:
+        return float(self.get("REDIS_CONNECT_TIMEOUT"))
+
+    @property
+    def REDIS_SOCKET_TIMEOUT(self) -> float:
+        return float(self.get("REDIS_SOCKET_TIMEOUT"))
+
+    @property
+    def REDIS_RETRIES(self) -> int:
+        return int(self.get("REDIS_RETRIES"))
+
+    @property
+    def REDIS_BREAKER_FAILURES(self) -> int:
+        return int(self.get("REDIS_BREAKER_FAILURES"))
+
+    @property
+    def REDIS_BREAKER_SECONDS(self) -> float:
+        return float(self.get("REDIS_BREAKER_SECONDS"))
+
+    @property
+    def REDIS_FAIL_MODE(self) -> str:
+        return str(self.get("REDIS_FAIL_MODE"))
+
+    @property
+    def REDIS_FAIL_LOG_INTERVAL(self) -> float:
+        return float(self.get("REDIS_FAIL_LOG_INTERVAL"))
+
+    @property
+    def REDIS_EXPIRE_AFTER_PERIOD(self) -> int:
+        return int(self.get("REDIS_EXPIRE_AFTER_PERIOD"))
 
 
 conf = UsageLimitsSettings()

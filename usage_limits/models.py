@@ -261,6 +261,27 @@ class UsageRecord(models.Model):
     period_start = models.DateTimeField(_("period start"))
     period_end = models.DateTimeField(_("period end"), null=True, blank=True)
     used = models.BigIntegerField(_("used"), default=0)
+    # Bookkeeping of the Redis store (docs/scaling.md); the database store never reads them. The
+    # raw INSERT of the database store omits them, hence database-side defaults.
+    redis_synced = models.BigIntegerField(
+        _("value last exchanged with Redis"),
+        default=0,
+        db_default=0,
+        help_text=_("The part of 'used' that the Redis counter also holds."),
+    )
+    redis_version = models.BigIntegerField(
+        _("Redis exchanges"),
+        default=0,
+        db_default=0,
+        help_text=_("Counts the times redis_synced was set; names the baseline of a difference."),
+    )
+    redis_stale = models.BooleanField(
+        _("changed while Redis was unreachable"),
+        default=False,
+        db_default=False,
+        db_index=True,
+        help_text=_("The next flush adds used - redis_synced to the Redis counter."),
+    )
     created_at = models.DateTimeField(_("created"))
     updated_at = models.DateTimeField(_("updated"))
 

@@ -1,0 +1,283 @@
+"""Redis going away: each fail mode does what docs/scaling.md promises, and nothing is lost."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from usage_limits import consume, get_usage, reset_usage, set_usage
+from usage_limits.backends import get_store
+from usage_limits.backends.redis import RedisStore
+from usage_limits.backends.redis_flush import flush_counters
+from usage_limits.exceptions import StoreUnavailable
+from usage_limits.models import Tenant, UsageRecord, UsageReset
+from usage_limits.testing.factories import TenantFactory, plan_with_limits
+
+from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+# Small enough for the tests to be quick, large enough for a loaded two-core machine.
+OUTAGE = {
+    "REDIS_SOCKET_TIMEOUT": 0.3,
+    "REDIS_CONNECT_TIMEOUT": 0.3,
+    "REDIS_BREAKER_FAILURES": 3,
+    "REDIS_BREAKER_SECONDS": 0.5,
+}
+
+
+def store() -> RedisStore:
+    current = get_store()
+    assert isinstance(current, RedisStore)
+    return current
+
+
+def used_in_database(tenant: Tenant) -> int:
+    return UsageRecord.objects.get(tenant=tenant, feature="api_calls").used
+
+
+def redis_value(server: PrivateRedis, tenant: Tenant) -> int:
+    client = server.client()
+    keys = list(client.scan_iter(match=f"uq:{{{tenant.pk}}}:api_calls:*"))
+    assert len(keys) == 1
+    return int(client.get(keys[0]) or 0)
+
+
+def wait_for_the_breaker() -> None:
+    time.sleep(OUTAGE["REDIS_BREAKER_SECONDS"] + 0.1)
+
+
+@pytest.fixture
+def big_tenant() -> Tenant:
+    return TenantFactory(plan=plan_with_limits("BIG", api_calls=1000))
+
+
+# --- a private Redis, stopped and started again --------------------------------------------------
+
+
+def test_fail_open_counts_in_the_database_and_loses_nothing_when_redis_returns(
+    settings: Any,
+    private_redis: PrivateRedis,  # noqa: F811
+    big_tenant: Tenant,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings.USAGE_LIMITS = redis_settings(
+        private_redis.url, "uq", REDIS_FAIL_MODE="open", **OUTAGE
+    )
+    assert [consume(big_tenant, "api_calls").used for _ in range(20)][-1] == 20
+    flush_counters()
+
+    private_redis.stop()  # killed: no save, its data is gone
+    with caplog.at_level(logging.WARNING, logger="usage_limits"):
+        timings = []
+        for _ in range(10):
+            started = time.monotonic()
+            decision = consume(big_tenant, "api_calls")
+            timings.append(time.monotonic() - started)
+            assert decision.allowed
+    assert decision.used == 30  # counted in the database, on top of the flushed 20
+    assert used_in_database(big_tenant) == 30
+    # Never longer than the timeouts (connect, one retry); most calls skip Redis altogether.
+    assert max(timings) < 2 * OUTAGE["REDIS_CONNECT_TIMEOUT"] + 0.5
+    assert sum(t > 0.05 for t in timings) <= OUTAGE["REDIS_BREAKER_FAILURES"]
+    outage_lines = [r for r in caplog.records if "Redis is unavailable" in r.getMessage()]
+    assert len(outage_lines) == 1
+
+    private_redis.start()  # empty
+    wait_for_the_breaker()
+    assert [consume(big_tenant, "api_calls").used for _ in range(5)] == [31, 32, 33, 34, 35]
+    flush_counters()
+    assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 35
+
+
+def test_fail_open_after_a_stall_adds_what_the_database_counted_to_redis(
+    settings: Any,
+    private_redis: PrivateRedis,  # noqa: F811
+    big_tenant: Tenant,
+) -> None:
+    """Redis stops answering but keeps its data (a stall, a partition): both sides counted."""
+    settings.USAGE_LIMITS = redis_settings(
+        private_redis.url, "uq", REDIS_FAIL_MODE="open", **OUTAGE
+    )
+    admitted = sum(consume(big_tenant, "api_calls").allowed for _ in range(20))  # never flushed
+
+    private_redis.freeze()
+    admitted += sum(consume(big_tenant, "api_calls").allowed for _ in range(10))
+    assert used_in_database(big_tenant) == 10
+    private_redis.thaw()
+    wait_for_the_breaker()
+    admitted += sum(consume(big_tenant, "api_calls").allowed for _ in range(5))
+    report = flush_counters()
+    assert report.reconciled == 1
+
+    assert admitted == 35
+    final = used_in_database(big_tenant)
+    assert final == redis_value(private_redis, big_tenant)
+    # Nothing is lost. A command that timed out may still run once Redis wakes up, after the
+    # database counted it too: at most one per failure before the breaker opened.
+    assert admitted <= final <= admitted + OUTAGE["REDIS_BREAKER_FAILURES"]
+    assert flush_counters().counters == 0
+
+
+def test_fail_closed_refuses_at_once_and_resumes_from_the_record(
+    settings: Any,
+    private_redis: PrivateRedis,  # noqa: F811
+    big_tenant: Tenant,
+) -> None:
+    settings.USAGE_LIMITS = redis_settings(
+        private_redis.url, "uq", REDIS_FAIL_MODE="closed", **OUTAGE
+    )
+    for _ in range(20):
+        consume(big_tenant, "api_calls")
+    flush_counters()
+
+    private_redis.stop()
+    timings = []
+    for _ in range(6):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            consume(big_tenant, "api_calls")
+        timings.append(time.monotonic() - started)
+    assert max(timings) < 2 * OUTAGE["REDIS_CONNECT_TIMEOUT"] + 0.5
+    assert max(timings[OUTAGE["REDIS_BREAKER_FAILURES"] :]) < 0.05  # breaker open: no waiting
+    assert used_in_database(big_tenant) == 20  # refused means not counted anywhere
+
+    private_redis.start()
+    wait_for_the_breaker()
+    assert consume(big_tenant, "api_calls").used == 21
+    flush_counters()
+    assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 21
+
+
+def test_a_redis_out_of_memory_is_an_outage_not_an_error(
+    settings: Any,
+    private_redis: PrivateRedis,  # noqa: F811
+    big_tenant: Tenant,
+) -> None:
+    settings.USAGE_LIMITS = redis_settings(private_redis.url, "uq", **OUTAGE)
+    consume(big_tenant, "api_calls")
+    private_redis.client().config_set("maxmemory", 1)  # every write now fails with OOM
+    decision = consume(big_tenant, "api_calls")
+    assert (decision.allowed, decision.used) == (True, 1)  # counted in the database
+    private_redis.client().config_set("maxmemory", 0)
+    wait_for_the_breaker()
+    assert consume(big_tenant, "api_calls").used == 2
+    flush_counters()
+    assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 3
+
+
+# --- Redis that is not there at all, or does not answer -----------------------------------------
+
+
+@pytest.fixture
+def nothing_listening(settings: Any) -> Iterator[str]:
+    """A port held by this test and never listened on: every connection is refused."""
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{reserved.getsockname()[1]}/0"
+        settings.USAGE_LIMITS = redis_settings(url, "uq", **OUTAGE)
+        yield url
+
+
+@pytest.mark.usefixtures("nothing_listening")
+def test_fail_open_still_enforces_the_limit_from_the_database(settings: Any) -> None:
+    tenant = TenantFactory(plan=plan_with_limits("FIVE", api_calls=5))
+    decisions = [consume(tenant, "api_calls") for _ in range(7)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
+    record = UsageRecord.objects.get(tenant=tenant)
+    assert (record.used, record.redis_stale) == (5, True)
+    assert get_usage(tenant).feature("api_calls").used == 5
+    assert store().breaker.is_open
+    assert not store().ping()
+
+
+@pytest.mark.usefixtures("nothing_listening")
+def test_resets_and_sets_wait_for_redis_in_either_mode(settings: Any, tenant: Tenant) -> None:
+    for mode in ("open", "closed"):
+        settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "REDIS_FAIL_MODE": mode}
+        with pytest.raises(StoreUnavailable, match="try again"):
+            reset_usage(tenant, "api_calls", reason="support ticket")
+        with pytest.raises(StoreUnavailable):
+            set_usage(tenant, "seats", 1)
+    assert not UsageReset.objects.exists()
+
+
+@pytest.mark.usefixtures("nothing_listening")
+def test_the_flush_command_fails_clearly_without_redis() -> None:
+    with pytest.raises(CommandError, match="Redis is unavailable, nothing flushed"):
+        call_command("usage_limits_flush")
+
+
+@pytest.fixture
+def silent_server(settings: Any) -> Iterator[str]:
+    """A port that accepts connections and never answers (a hung or black-holed Redis)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    settings.USAGE_LIMITS = redis_settings(
+        url, "uq", **{**OUTAGE, "REDIS_SOCKET_TIMEOUT": 0.1, "REDIS_CONNECT_TIMEOUT": 0.1}
+    )
+    yield url
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+@pytest.mark.usefixtures("silent_server")
+def test_a_redis_that_never_answers_costs_a_request_one_timeout(tenant: Tenant) -> None:
+    started = time.monotonic()
+    decision = consume(tenant, "api_calls")
+    elapsed = time.monotonic() - started
+    assert decision.allowed
+    assert 0.1 <= elapsed < 0.6  # one socket timeout; a timed-out command is not retried
+
+
+@pytest.mark.usefixtures("silent_server")
+def test_a_redis_that_never_answers_is_refused_quickly_when_closed(
+    settings: Any, tenant: Tenant
+) -> None:
+    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "REDIS_FAIL_MODE": "closed"}
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        consume(tenant, "api_calls")
+    assert time.monotonic() - started < 0.6
+
+
+def test_the_breaker_lets_one_call_through_after_its_pause(settings: Any) -> None:
+    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, **OUTAGE}
+    breaker = RedisStore().breaker
+    for _ in range(3):
+        assert breaker.allows_call()
+        breaker.record_failure()
+    assert not breaker.allows_call()
+    wait_for_the_breaker()
+    assert breaker.allows_call()
+    breaker.record_failure()  # the trial call failed: closed again at once
+    assert not breaker.allows_call()
+    wait_for_the_breaker()
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.allows_call()  # one failure after a success does not open it

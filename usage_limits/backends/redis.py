@@ -1,0 +1,403 @@
+"""A counter store in Redis, with the database as the record (write-behind).
+
+Enable it with ``USAGE_LIMITS = {"STORE": "usage_limits.backends.redis.RedisStore",
+"REDIS_URL": "redis://..."}``; docs/scaling.md says when and what each setting guarantees.
+
+* ``consume``, ``increment`` and ``refund`` are one call of a Lua script (EVALSHA) that checks,
+  changes and marks the counter for the flush atomically, and returns the value before and after,
+  so threshold signals fire exactly once as with the database store.
+* A counter missing from Redis (first use of a period, or a Redis that lost its data) is seeded
+  from its ``UsageRecord`` row, under that row's lock, before the script counts: a Redis restart
+  does not give everyone a fresh quota.
+* ``set`` and ``reset`` (allocations, operator resets) change Redis and the database row together,
+  so the admin sees the new value at once and the audit row gets the value Redis held.
+* :mod:`usage_limits.backends.redis_flush` copies changed counters into ``UsageRecord``.
+* When Redis is unreachable, ``USAGE_LIMITS["REDIS_FAIL_MODE"]`` decides: ``"open"`` counts in the
+  database (the rows are marked, and the flush later adds what they counted to Redis),
+  ``"closed"`` raises :class:`~usage_limits.exceptions.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from redis import exceptions as redis_errors
+
+from usage_limits.backends.base import CounterChange, CounterKey, UsageStore
+from usage_limits.backends.database import DatabaseStore
+from usage_limits.backends.redis_client import (
+    UNAVAILABLE,
+    CircuitBreaker,
+    OutageLog,
+    connect,
+    is_outage,
+    run_batch,
+)
+from usage_limits.backends.redis_keys import DirtyField, RedisKeys
+from usage_limits.backends.redis_scripts import ASSIGN, CHANGE, DENIED, MISSING
+from usage_limits.conf import conf
+from usage_limits.exceptions import StoreUnavailable
+from usage_limits.models import UsageRecord
+from usage_limits.periods import Period
+
+logger = logging.getLogger("usage_limits")
+
+T = TypeVar("T")
+
+# Counters whose Redis names a process remembers; cleared when full (tenants x features x periods
+# in use, so a busy process keeps its working set).
+_NAMES_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _CounterNames:
+    counter: str
+    dirty: str
+    field: str
+    expire_at: int | None
+
+
+# Even a counter whose period ended long ago lives this long once seeded, so a late write is
+# still flushed rather than created already expired.
+_MIN_TTL_SECONDS = 3600
+
+
+class RedisStore(UsageStore):
+    """Counters in Redis, copied into ``UsageRecord`` by the flush."""
+
+    def __init__(self) -> None:
+        self._names_cache: dict[CounterKey, _CounterNames] = {}
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._connect_lock = threading.Lock()
+        self.breaker = CircuitBreaker()
+        self.outage_log = OutageLog()
+        self.fallback = DatabaseStore()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> RedisKeys:
+        return RedisKeys(conf.REDIS_KEY_PREFIX)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._connect_lock:
+                if self._client is None:
+                    client = connect()
+                    self._scripts = {
+                        "change": client.register_script(CHANGE),
+                        "assign": client.register_script(ASSIGN),
+                    }
+                    self._client = client
+        return self._client
+
+    def _script(self, name: str) -> Any:
+        self.client  # noqa: B018  (connects and registers the scripts on first use)
+        return self._scripts[name]
+
+    def history_bucket_keys(self, key: CounterKey) -> Sequence[str]:
+        """Keys of daily history buckets that every change of ``key`` also lands in.
+
+        The extension point for per-day history: the CHANGE script adds the same difference to
+        each key returned here, in the same atomic step. Keys must carry the tenant's hash tag
+        (``{tenant_id}``) so they share the counter's Cluster slot. None are kept yet.
+        """
+        return ()
+
+    def _with_redis(self, operation: Callable[[], T], fallback: Callable[[], T], what: str) -> T:
+        """Run ``operation`` against Redis; when Redis cannot answer, apply the fail mode."""
+        error: Exception | None = None
+        if self.breaker.allows_call():
+            try:
+                result = operation()
+            except redis_errors.RedisError as exc:
+                if not is_outage(exc):
+                    raise
+                self.breaker.record_failure()
+                error = exc
+            except UNAVAILABLE as exc:  # the built-in TimeoutError
+                self.breaker.record_failure()
+                error = exc
+            else:
+                self.breaker.record_success()
+                return result
+        return self._unavailable(fallback, what, error)
+
+    def _unavailable(self, fallback: Callable[[], T], what: str, error: Exception | None) -> T:
+        closed = conf.REDIS_FAIL_MODE == "closed"
+        if self.outage_log.should_log():
+            logger.warning(
+                "usage_limits: Redis is unavailable (%s)%s; %s until it answers again "
+                "(logged once every %.0f s per process).",
+                error or "circuit breaker open",
+                f", {self.outage_log.suppressed} more since the last message"
+                if self.outage_log.suppressed
+                else "",
+                "refusing to count (REDIS_FAIL_MODE = 'closed')"
+                if closed
+                else "counting in the database (REDIS_FAIL_MODE = 'open')",
+                conf.REDIS_FAIL_LOG_INTERVAL,
+            )
+            self.outage_log.suppressed = 0
+        if closed:
+            raise StoreUnavailable(
+                f"The usage counter store (Redis) is unavailable ({what}); try again shortly."
+            )
+        return fallback()
+
+    # --- counting: one script call --------------------------------------------------------------
+
+    def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
+        return self._with_redis(
+            lambda: self._change(key, "c", quantity, limit),
+            lambda: self._counted_in_database(key, self.fallback.consume(key, quantity, limit)),
+            "consume",
+        )
+
+    def increment(self, key: CounterKey, quantity: int) -> CounterChange:
+        return self._with_redis(
+            lambda: self._change(key, "c", quantity, None),
+            lambda: self._counted_in_database(key, self.fallback.increment(key, quantity)),
+            "increment",
+        )
+
+    def refund(self, key: CounterKey, quantity: int) -> CounterChange:
+        return self._with_redis(
+            lambda: self._change(key, "r", quantity, None),
+            lambda: self._counted_in_database(key, self.fallback.refund(key, quantity)),
+            "refund",
+        )
+
+    def _names(self, key: CounterKey) -> _CounterNames:
+        """The Redis names of a counter, computed once per counter and process (hot path)."""
+        names = self._names_cache.get(key)
+        if names is None:
+            if len(self._names_cache) >= _NAMES_CACHE_SIZE:
+                self._names_cache.clear()
+            keys = self.keys
+            expiry = expire_at(key.period)
+            # A period long over gets "an hour from now", which must not be remembered.
+            lasting = expiry == 0 or expiry > time.time() + 2 * _MIN_TTL_SECONDS
+            names = self._names_cache[key] = _CounterNames(
+                counter=keys.counter(key),
+                dirty=keys.dirty(key.tenant_id),
+                field=str(DirtyField.of(key)),
+                expire_at=expiry if lasting else None,
+            )
+        return names
+
+    def _change(self, key: CounterKey, op: str, quantity: int, limit: int | None) -> CounterChange:
+        names = self._names(key)
+        keys = [names.counter, names.dirty, *self.history_bucket_keys(key)]
+        args: list[Any] = [
+            op,
+            quantity,
+            -1 if limit is None else limit,
+            names.field,
+            "",
+            expire_at(key.period) if names.expire_at is None else names.expire_at,
+        ]
+        script = self._script("change")
+        reply = script(keys=keys, args=args)
+        if reply[0] == MISSING:
+            reply = self._seed_and_change(key, script, keys, args)
+        status, before, after = int(reply[0]), int(reply[1]), int(reply[2])
+        if status == DENIED:
+            return CounterChange(applied=False, before=before, after=before)
+        return CounterChange(applied=True, before=before, after=after)
+
+    def _seed_and_change(
+        self, key: CounterKey, script: Any, keys: list[str], args: list[Any]
+    ) -> list[int]:
+        """Copy the database's value into Redis (if still missing) and run the change.
+
+        The row stays locked from the read to the seed, so a database-side change (a process
+        whose breaker is still open) cannot slip in between and be lost; ``redis_synced``
+        records that Redis now holds everything the row counted.
+        """
+        alias = conf.DATABASE_ALIAS
+        with transaction.atomic(using=alias):
+            row = _locked_row(alias, key)
+            seed = 0 if row is None else row[1]
+            reply: list[int] = script(keys=keys, args=[*args[:4], seed, args[5]])
+            if row is not None and int(reply[3]) == 1:
+                UsageRecord.objects.using(alias).filter(pk=row[0]).update(
+                    redis_synced=seed, redis_stale=False, redis_version=F("redis_version") + 1
+                )
+        return reply
+
+    def _counted_in_database(self, key: CounterKey, change: CounterChange) -> CounterChange:
+        """Mark a row the database counted during an outage, for the flush to add to Redis."""
+        if change.after != change.before:
+            _rows(conf.DATABASE_ALIAS, key).update(redis_stale=True)
+        return change
+
+    # --- absolute changes: Redis and the database row together ----------------------------------
+
+    def set(self, key: CounterKey, value: int) -> CounterChange:
+        return self._with_redis(
+            lambda: self._assign(key, value, create=True),
+            lambda: _refuse_absolute_change("set"),
+            "set",
+        )
+
+    def reset(self, key: CounterKey) -> CounterChange:
+        return self._with_redis(
+            lambda: self._assign(key, 0, create=False),
+            lambda: _refuse_absolute_change("reset"),
+            "reset",
+        )
+
+    def _assign(self, key: CounterKey, value: int, *, create: bool) -> CounterChange:
+        alias = conf.DATABASE_ALIAS
+        now = timezone.now()
+        with transaction.atomic(using=alias):
+            row = _locked_row(alias, key)
+            if row is None and create:
+                # Only when missing: an insert that meets a duplicate takes a shared lock on
+                # MySQL, which would deadlock with a flush waiting for the same row.
+                _insert_missing_rows(alias, [key], now)
+                row = _locked_row(alias, key)
+            held = self._script("assign")(
+                keys=[self.keys.counter(key), self.keys.dirty(key.tenant_id)],
+                args=[value, str(DirtyField.of(key)), expire_at(key.period)],
+            )
+            if row is None:
+                if held is None:
+                    return CounterChange(applied=False, before=0, after=0)
+                # Counted in Redis, never flushed: the record gets its row now (value 0).
+                _insert_missing_rows(alias, [key], now)
+                before = int(held)
+            else:
+                pk, used, synced = row
+                # What the row counted during an outage and Redis has not absorbed yet.
+                before = used if held is None else int(held) + (used - synced)
+                UsageRecord.objects.using(alias).filter(pk=pk).update(
+                    used=value,
+                    redis_synced=value,
+                    redis_stale=False,
+                    redis_version=F("redis_version") + 1,
+                    updated_at=now,
+                )
+        return CounterChange(applied=True, before=max(before, 0), after=value)
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get(self, key: CounterKey) -> int:
+        def read() -> int:
+            value = self.client.get(self.keys.counter(key))
+            return self.fallback.get(key) if value is None else int(value)
+
+        return self._with_redis(read, lambda: self.fallback.get(key), "get")
+
+    def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
+        wanted = list(keys)
+
+        def read() -> dict[CounterKey, int]:
+            by_tenant: dict[int, list[CounterKey]] = defaultdict(list)
+            for key in wanted:
+                by_tenant[key.tenant_id].append(key)
+            # One MGET per tenant (a tenant's keys share a Cluster slot), all in one round trip.
+            groups = list(by_tenant.values())
+            replies_by_group = run_batch(
+                self.client,
+                [_mget([self._names(k).counter for k in group]) for group in groups],
+            )
+            values: dict[CounterKey, int] = {}
+            missing: list[CounterKey] = []
+            for group, replies in zip(groups, replies_by_group, strict=True):
+                for key, value in zip(group, replies, strict=True):
+                    if value is None:
+                        missing.append(key)
+                    else:
+                        values[key] = int(value)
+            if missing:
+                values.update(self.fallback.get_many(missing))
+            return values
+
+        if not wanted:
+            return {}
+        return self._with_redis(read, lambda: self.fallback.get_many(wanted), "get_many")
+
+    # --- operations ----------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Whether Redis answers now (for health checks); never raises."""
+        try:
+            return bool(self.client.ping())
+        except redis_errors.RedisError:
+            return False
+        except UNAVAILABLE:
+            return False
+
+
+def _mget(names: list[str]) -> Callable[[Any], Any]:
+    return lambda client: client.mget(names)
+
+
+def expire_at(period: Period) -> int:
+    """When a period's counter may leave Redis (0: never, for allocations and manual counters)."""
+    if period.end is None:
+        return 0
+    return max(
+        int(period.end.timestamp()) + conf.REDIS_EXPIRE_AFTER_PERIOD,
+        int(time.time()) + _MIN_TTL_SECONDS,
+    )
+
+
+def _rows(alias: str, key: CounterKey) -> Any:
+    return UsageRecord.objects.using(alias).filter(
+        tenant_id=key.tenant_id, feature=key.feature, period_start=key.period.start
+    )
+
+
+def _locked_row(alias: str, key: CounterKey) -> tuple[int, int, int] | None:
+    """``(pk, used, redis_synced)`` of the counter's row, locked until the transaction ends."""
+    row: tuple[int, int, int] | None = (
+        _rows(alias, key)
+        .select_for_update()
+        .order_by()
+        .values_list("pk", "used", "redis_synced")
+        .first()
+    )
+    return row
+
+
+def _insert_missing_rows(alias: str, keys: Iterable[CounterKey], now: Any) -> None:
+    UsageRecord.objects.using(alias).bulk_create(
+        [
+            UsageRecord(
+                tenant_id=key.tenant_id,
+                feature=key.feature,
+                period_key=key.period.key,
+                period_start=key.period.start,
+                period_end=key.period.end,
+                used=0,
+                redis_synced=0,
+                created_at=now,
+                updated_at=now,
+            )
+            for key in keys
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _refuse_absolute_change(what: str) -> CounterChange:
+    # A set or reset replaces whatever Redis holds, including units it has not flushed yet; done
+    # in the database alone it could not be reconciled with them later. Refuse and let the
+    # operator (or the job) try again once Redis answers.
+    raise StoreUnavailable(
+        f"Cannot {what} a usage counter while Redis is unavailable; try again when it is back."
+    )
