@@ -3,9 +3,8 @@
 The hot path (``consume``, ``increment``) is one guarded statement per vendor, run through the
 connection named by ``USAGE_LIMITS["DATABASE_ALIAS"]``:
 
-* PostgreSQL: ``UPDATE ... RETURNING`` inside a CTE that also reads the current value when the
-  guard fails, so allowed and denied requests both cost one round trip.
-* SQLite (3.35+): ``UPDATE ... RETURNING``; a denial reads the value in a second statement.
+* PostgreSQL and SQLite (3.35+): ``UPDATE ... RETURNING``; a denial reads the value in a second
+  statement.
 * MariaDB / MySQL have no ``UPDATE ... RETURNING``: ``SET used = LAST_INSERT_ID(used + q)`` makes
   the server send the new value back in the statement's OK packet (``cursor.lastrowid``), and the
   matched-row count says whether the guard passed.
@@ -141,11 +140,6 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
             f"UPDATE {table} SET used = used + %s, updated_at = %s "
             f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used, tenant_id, feature"
         )
-        current_when_denied = (
-            "SELECT used, 1 FROM changed UNION ALL "
-            f"SELECT used, 0 FROM {table} WHERE {_KEY_WHERE} "
-            "AND NOT EXISTS (SELECT 1 FROM changed)"
-        )
         # A data-modifying CTE runs even though the final SELECT does not read it; it inserts
         # one bucket row when ``changed`` has one (the guard passed) and nothing otherwise.
         into_bucket = "bucket AS ({}) ".format(
@@ -154,7 +148,13 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
                 "FROM changed"
             )
         )
-        guarded_add = f"WITH changed AS ({guarded_update}) {current_when_denied}"
+        # Not a CTE that also reads the value when the guard fails: measured through Django's
+        # (client-side binding) cursor, that statement cost ~200 us against ~120 us for the
+        # plain UPDATE, on every allowed request; a denial now reads the value separately.
+        guarded_add = (
+            f"UPDATE {table} SET used = used + %s, updated_at = %s "
+            f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used"
+        )
         add_returning = (
             f"UPDATE {table} SET used = used + %s, updated_at = %s WHERE {_KEY_WHERE} "
             "AND used <= %s RETURNING used, tenant_id, feature"
@@ -171,7 +171,7 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
             bucket_add=bucket_upsert.format(values="VALUES (%s, %s, %s, %s)"),
             bucket_subtract=bucket_subtract,
             guarded_add_with_history=(
-                f"WITH changed AS ({guarded_update}), {into_bucket}{current_when_denied}"
+                f"WITH changed AS ({guarded_update}), {into_bucket}SELECT used FROM changed"
             ),
             add_with_history=(
                 f"WITH changed AS ({add_returning}), {into_bucket}SELECT used FROM changed"
@@ -294,16 +294,12 @@ class DatabaseStore(UsageStore):
         # "used <= limit - quantity" rather than "used + quantity <= limit": the sum could
         # overflow a BIGINT on a counter already far into overage.
         params = [quantity, _db_datetime(connection, now), *key_params, limit - quantity]
-        if connection.vendor == "postgresql":
-            if history.folded:
-                statement = sql.guarded_add_with_history
-                params += history.folded_params(quantity)
-            else:
-                statement = sql.guarded_add
-            cursor.execute(statement, [*params, *key_params])
-            row = cursor.fetchone()
-            return None if row is None else (bool(row[1]), int(row[0]))
-        cursor.execute(sql.guarded_add, params)
+        if history.folded and sql.guarded_add_with_history is not None:
+            cursor.execute(
+                sql.guarded_add_with_history, [*params, *history.folded_params(quantity)]
+            )
+        else:
+            cursor.execute(sql.guarded_add, params)
         if connection.vendor == "mysql":
             if cursor.rowcount == 1:
                 return True, int(cursor.lastrowid)
