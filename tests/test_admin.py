@@ -23,6 +23,7 @@ from usage_limits.models import (
     Tenant,
     TenantLimitOverride,
     UsageAlert,
+    UsageOverview,
     UsageRecord,
     UsageReset,
 )
@@ -69,6 +70,7 @@ def test_every_model_operators_look_at_is_registered() -> None:
         "UsageAlert",
         "UsageEvent",
         "StripeWebhookEvent",
+        "UsageOverview",
     }
 
 
@@ -80,6 +82,8 @@ def test_every_admin_page_answers_200_for_a_superuser(admin_client: Client, demo
         reverse("admin:usage_limits_tenant_history", args=[demo.acme.pk]),
     ]
     for model in our_models():
+        if model is UsageOverview:  # an entry on the index, not a list: see the test below
+            continue
         name = model._meta.model_name
         pages.append(reverse(f"admin:usage_limits_{name}_changelist"))
         first = model._default_manager.order_by("pk").first()
@@ -401,3 +405,13 @@ def test_the_tenant_page_opens_while_the_store_is_down(
     page = admin_client.get(reverse("admin:usage_limits_tenant_change", args=[demo.acme.pk]))
     assert page.status_code == 200
     assert "Usage unavailable: the counter store is unreachable" in page.content.decode()
+
+
+def test_the_overview_is_listed_on_the_admin_index(admin_client: Client, demo: Demo) -> None:
+    index = admin_client.get(reverse("admin:index"))
+    entry = reverse("admin:usage_limits_usageoverview_changelist")
+    assert f'href="{entry}"' in index.content.decode()
+    response = admin_client.get(entry, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("admin:usage_limits_tenant_overview")
+    assert response.status_code == 200
+    assert "Usage overview" in response.content.decode()

@@ -45,6 +45,7 @@ from usage_limits.models import (
     TenantLimitOverride,
     TenantMembership,
     UsageAlert,
+    UsageOverview,
     UsageRecord,
     UsageReset,
     describe_limit,
@@ -746,3 +747,29 @@ __all__ = [
 
 # The usage event ledger's admin (billing states, the retry action) lives with the billing code.
 from usage_limits.billing import admin as billing_admin  # noqa: E402, F401
+
+
+@admin.register(UsageOverview)
+class UsageOverviewAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Puts "Usage overview" on the admin index; its list is the tenants' overview page."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Whoever may view tenants may view the overview (the proxy has no permissions of its own).
+        return request.user.has_perm("usage_limits.view_tenant")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:usage_limits_tenant_overview"))

@@ -524,3 +524,12 @@ class StripeWebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id} ({self.outcome})"
+
+
+class UsageOverview(Tenant):
+    """The admin's usage overview, listed on the admin index like a model (no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("usage overview")
+        verbose_name_plural = _("usage overview")
