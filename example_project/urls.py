@@ -13,6 +13,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # the app's own dashboard page (usage_limits:dashboard)
     path("usage/", include("usage_limits.urls")),
+    # the app's REST API, with its OpenAPI schema and Swagger UI at /api/schema/swagger/
+    path("api/", include("usage_limits.api.urls")),
     # this site's account page with the app's template tags, and the quota demo
     path("account/", quota_demo.account, name="account"),
     path("pricing/", quota_demo.pricing, name="pricing"),

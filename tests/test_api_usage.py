@@ -224,3 +224,26 @@ def test_history_of_a_feature_the_plan_no_longer_has(tenant: Tenant) -> None:
     tenant.save()
     results = member_client(tenant).get(HISTORY, {"feature": "api_calls"}).json()["data"]["results"]
     assert [r["used"] for r in results] == [2]
+
+
+def test_usage_carries_the_overage_estimate_when_features_are_priced(
+    tenant: Tenant, settings: Any
+) -> None:
+    assert member_client(tenant).get(USAGE).json()["data"]["estimate"] is None
+    settings.USAGE_LIMITS = {
+        **settings.USAGE_LIMITS,
+        "BILLING": {"PRICING": {"api_calls": {"included": 100, "unit_price": "0.25"}}},
+    }
+    increment_usage(tenant, "api_calls", 130)
+    response = member_client(tenant).get(USAGE)
+    body = assert_matches_schema(response, USAGE, "get")
+    estimate = body["data"]["estimate"]
+    assert (estimate["total"], estimate["currency"]) == ("7.50", "usd")
+    [line] = estimate["lines"]
+    assert (line["feature"], line["used"], line["included"], line["overage"], line["amount"]) == (
+        "api_calls",
+        130,
+        100,
+        30,
+        "7.50",
+    )

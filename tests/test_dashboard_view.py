@@ -140,3 +140,22 @@ def test_with_history_off_the_page_shows_no_stale_chart(tenant: Tenant, settings
     html = signed_in(tenant).get("/usage/").content.decode()
     assert "ul-history" not in html
     assert 'data-feature="api_calls"' in html
+
+
+def test_the_page_shows_the_overage_estimate_when_features_are_priced(
+    tenant: Tenant, settings: Any
+) -> None:
+    consume(tenant, "api_calls", 100)
+    page = signed_in(tenant).get(reverse("usage_limits:dashboard")).content.decode()
+    assert "Estimated overage" not in page
+    settings.USAGE_LIMITS = {
+        **settings.USAGE_LIMITS,
+        "BILLING": {"PRICING": {"api_calls": {"included": 80, "unit_price": "0.10"}}},
+    }
+    page = signed_in(tenant).get(reverse("usage_limits:dashboard")).content.decode()
+    assert "Estimated overage this period" in page
+    assert_contains_html(
+        page,
+        '<tfoot><tr><th scope="row" colspan="4">Total so far</th>'
+        '<td class="ul-estimate__total">2.00 USD</td></tr></tfoot>',
+    )

@@ -60,3 +60,13 @@ def test_the_upgrade_button_leads_to_the_plans(free: Client) -> None:
     assert 'Free <span class="badge yes">Your plan</span>' in html
     assert "1\u00a0GB" in html
     assert "100 / month" in html
+
+
+def test_the_example_site_serves_the_api_and_its_browsable_schema(free: Client) -> None:
+    usage = free.get("/api/usage/", HTTP_ACCEPT="application/json")
+    assert usage.status_code == 200
+    assert usage.json()["data"]["plan"] == "FREE"
+    swagger = free.get("/api/schema/swagger/")
+    assert swagger.status_code == 200
+    assert "swagger-ui" in swagger.content.decode()
+    assert free.get("/api/schema/").status_code == 200

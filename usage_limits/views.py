@@ -15,6 +15,8 @@ from django.shortcuts import render
 from django.utils.module_loading import import_string
 from django.views import View
 
+from usage_limits.billing.conf import billing_conf
+from usage_limits.billing.pricing import estimate_from_usage
 from usage_limits.charts import history_chart
 from usage_limits.conf import conf
 from usage_limits.dashboard import build_dashboard, feature_links, range_links
@@ -55,6 +57,8 @@ class UsageDashboardView(LoginRequiredMixin, View):
                 ranges=range_links(request.GET, days),
                 feature_links=feature_links(request.GET, charted, feature),
             )
+        if billing_conf.PRICING:
+            context["estimate"] = estimate_from_usage(dashboard.usage)
         context.update(self.get_extra_context(request, tenant))
         return render(request, self.template_name, context)
 

@@ -177,12 +177,33 @@ class FeatureUsageSerializer(serializers.Serializer[Any]):
     resets_at = serializers.DateTimeField(allow_null=True)
 
 
+class EstimateLineSerializer(serializers.Serializer[Any]):
+    feature = serializers.CharField()
+    unit_name = serializers.CharField()
+    used = serializers.IntegerField()
+    included = serializers.IntegerField(allow_null=True, help_text="null: unlimited.")
+    overage = serializers.IntegerField()
+    unit_price = serializers.CharField(help_text='A decimal as a string, e.g. "0.001".')
+    amount = serializers.CharField(help_text='A decimal as a string, e.g. "1.25".')
+    currency = serializers.CharField()
+    period_end = serializers.DateTimeField(allow_null=True)
+
+
+class EstimateSerializer(serializers.Serializer[Any]):
+    currency = serializers.CharField()
+    total = serializers.CharField(help_text="A decimal as a string: money is never a float.")
+    lines = EstimateLineSerializer(many=True)
+
+
 class UsageSerializer(serializers.Serializer[Any]):
     tenant = TenantSerializer()
     plan = serializers.CharField()
     plan_name = serializers.CharField()
     subscription_status = serializers.CharField()
     features = FeatureUsageSerializer(many=True)
+    estimate = EstimateSerializer(
+        allow_null=True, help_text="The current period's overage estimate; null without pricing."
+    )
 
 
 class UsageResponseSerializer(serializers.Serializer[Any]):

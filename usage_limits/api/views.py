@@ -34,6 +34,8 @@ from usage_limits.api.errors import api_exception_handler, invalid, not_found
 from usage_limits.api.history import HISTORY_SOURCES, PERIOD
 from usage_limits.api.pagination import HistoryPagination
 from usage_limits.api.permissions import CanChangeLimits, CanResetUsage, HasUsageTenant
+from usage_limits.billing.conf import billing_conf
+from usage_limits.billing.pricing import estimate_from_usage
 from usage_limits.events import UsageEventInput
 from usage_limits.exceptions import (
     FeatureNotInPlan,
@@ -102,7 +104,10 @@ def _tenant_body(tenant: Tenant) -> dict[str, Any]:
 
 
 def _usage_body(tenant: Tenant) -> dict[str, Any]:
-    return {"tenant": _tenant_body(tenant), **engine.get_usage(tenant).as_dict()}
+    usage = engine.get_usage(tenant)
+    # The overage estimate of the current period, when features are priced (docs/billing.md).
+    estimate = estimate_from_usage(usage).as_dict() if billing_conf.PRICING else None
+    return {"tenant": _tenant_body(tenant), **usage.as_dict(), "estimate": estimate}
 
 
 class UsageView(UsageAPIView):

@@ -25,7 +25,7 @@ from usage_limits.billing.conf import billing_conf
 from usage_limits.engine import TenantRef, get_usage
 from usage_limits.models import FeatureKind
 from usage_limits.periods import Period
-from usage_limits.results import FeatureUsage
+from usage_limits.results import FeatureUsage, TenantUsage
 
 # ISO 4217 currencies Stripe treats as having no minor unit.
 ZERO_DECIMAL_CURRENCIES = frozenset(
@@ -111,7 +111,11 @@ def estimate_bill(tenant: TenantRef) -> Estimate:
 
     Reads usage through :func:`usage_limits.get_usage` (one query, whatever the features).
     """
-    usage = get_usage(tenant)
+    return estimate_from_usage(get_usage(tenant))
+
+
+def estimate_from_usage(usage: TenantUsage) -> Estimate:
+    """The same estimate from usage already read (the dashboard and the API read it once)."""
     pricing = billing_conf.PRICING
     currency = billing_conf.CURRENCY
     lines = tuple(
