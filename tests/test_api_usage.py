@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -247,3 +248,25 @@ def test_usage_carries_the_overage_estimate_when_features_are_priced(
         30,
         "7.50",
     )
+
+
+def test_history_per_day_lists_the_daily_buckets_newest_first(tenant: Tenant) -> None:
+    for day, calls in [(3, 4), (4, 6), (5, 1)]:
+        with time_machine.travel(dt.datetime(2026, 3, day, 15, tzinfo=dt.UTC), tick=False):
+            consume(tenant, "api_calls", calls)
+    with time_machine.travel(dt.datetime(2026, 3, 5, 18, tzinfo=dt.UTC), tick=False):
+        response = member_client(tenant).get(
+            HISTORY, {"feature": "api_calls", "granularity": "day"}
+        )
+        body = assert_matches_schema(response, HISTORY, "get")
+    results = body["data"]["results"]
+    assert [(r["period"], r["used"], r["current"]) for r in results] == [
+        ("2026-03-05", 1, True),
+        ("2026-03-04", 6, False),
+        ("2026-03-03", 4, False),
+    ]
+    assert (results[0]["start"], results[0]["end"]) == (
+        "2026-03-05T00:00:00+00:00",
+        "2026-03-06T00:00:00+00:00",
+    )
+    assert {r["granularity"] for r in results} == {"day"}

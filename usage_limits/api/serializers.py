@@ -213,7 +213,7 @@ class UsageResponseSerializer(serializers.Serializer[Any]):
 
 class HistoryItemSerializer(serializers.Serializer[Any]):
     feature = serializers.CharField()
-    granularity = serializers.ChoiceField(choices=["period"])
+    granularity = serializers.ChoiceField(choices=["period", "day"])
     period = serializers.CharField(help_text='The period\'s key, e.g. "2026-03".')
     start = serializers.DateTimeField()
     end = serializers.DateTimeField(allow_null=True)

@@ -134,7 +134,10 @@ class UsageHistoryView(UsageAPIView):
             TENANT_HEADER,
             OpenApiParameter("feature", str, description="Only this feature (e.g. api_calls)."),
             OpenApiParameter(
-                "granularity", str, enum=sorted(HISTORY_SOURCES), description="Rows per period."
+                "granularity",
+                str,
+                enum=sorted(HISTORY_SOURCES),
+                description="Rows per period (default) or per day.",
             ),
             OpenApiParameter("limit", int, description="Items per page (default 30, max 1000)."),
             OpenApiParameter("offset", int, description="Items to skip."),
