@@ -31,7 +31,7 @@ counts nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import reduce
@@ -217,7 +217,14 @@ class DatabaseStore(UsageStore):
 
     @contextmanager
     def _unavailable_on_connection_loss(self) -> Iterator[None]:
-        """Report a lost or failing database as :class:`StoreUnavailable`, and recover from it.
+        """Report a lost or failing database as :class:`StoreUnavailable` (see :meth:`_lost`)."""
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: Exception) -> StoreUnavailable:
+        """The error to raise for a lost or failing database, after recovering from it.
 
         Django only replaces a broken connection at the start and end of a request; a worker,
         a command or a thread outside the request cycle would otherwise fail on every later call.
@@ -225,16 +232,11 @@ class DatabaseStore(UsageStore):
         call opens a new one. Inside the caller's transaction Django already rolls back and
         closes it when the outermost ``atomic`` block exits.
         """
-        try:
-            yield
-        except (OperationalError, InterfaceError) as exc:
-            connection = connections[self.alias]
-            if not connection.in_atomic_block:
-                with suppress(DatabaseError):
-                    connection.close_if_unusable_or_obsolete()
-            raise StoreUnavailable(
-                f"The usage store (database {self.alias!r}) is unavailable: {exc}"
-            ) from exc
+        connection = connections[self.alias]
+        if not connection.in_atomic_block:
+            with suppress(DatabaseError):
+                connection.close_if_unusable_or_obsolete()
+        return StoreUnavailable(f"The usage store (database {self.alias!r}) is unavailable: {exc}")
 
     @staticmethod
     def _key_params(connection: BaseDatabaseWrapper, key: CounterKey) -> list[Any]:
@@ -245,37 +247,46 @@ class DatabaseStore(UsageStore):
     def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
         if limit is None:
             return self.increment(key, quantity)
-        with self._unavailable_on_connection_loss():
+        # A plain try rather than _unavailable_on_connection_loss(): this is the path every
+        # enforced request takes, and a generator-based context manager costs a few us here.
+        try:
             return self._consume(key, quantity, limit)
+        except (OperationalError, InterfaceError) as exc:
+            raise self._lost(exc) from exc
 
     def _consume(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
         connection, sql = self._connection()
         now = timezone.now()
         history = _History.of(sql, now, key)
+        cursor = _hot_cursor(connection)
         value = 0
-        with connection.cursor() as cursor:
-            for _attempt in range(_MAX_ATTEMPTS):
-                # One transaction per attempt, and the period row's creation outside it: holding
-                # the counter's lock while inserting a missing row deadlocks InnoDB under
-                # concurrent first use.
-                with history.transaction(self.alias):
+        for _attempt in range(_MAX_ATTEMPTS):
+            if history.needs_transaction:
+                # One transaction per attempt, and the period row's creation outside it:
+                # holding the counter's lock while inserting a missing row deadlocks InnoDB
+                # under concurrent first use.
+                with transaction.atomic(using=self.alias, savepoint=False):
                     result = self._guarded_add(
                         connection, sql, cursor, key, quantity, limit, now, history
                     )
                     if result is not None and result[0]:
                         history.add(connection, sql, cursor, key, quantity)
-                if result is None:
-                    # First use of the period: create its row (a concurrent creator wins
-                    # harmlessly) and run the guarded UPDATE again.
-                    self._insert_missing(connection, sql, cursor, key)
-                    continue
-                applied, value = result
-                if applied:
-                    return CounterChange(applied=True, before=value - quantity, after=value)
-                if value + quantity > limit:
-                    break
-                # The UPDATE ran before a concurrent insert (or refund) that the read then saw:
-                # the denial is not justified by the value read, so try again.
+            else:
+                result = self._guarded_add(
+                    connection, sql, cursor, key, quantity, limit, now, history
+                )
+            if result is None:
+                # First use of the period: create its row (a concurrent creator wins
+                # harmlessly) and run the guarded UPDATE again.
+                self._insert_missing(connection, sql, cursor, key)
+                continue
+            applied, value = result
+            if applied:
+                return CounterChange(applied=True, before=value - quantity, after=value)
+            if value + quantity > limit:
+                break
+            # The UPDATE ran before a concurrent insert (or refund) that the read then saw:
+            # the denial is not justified by the value read, so try again.
         return CounterChange(applied=False, before=value, after=value)
 
     def _guarded_add(
@@ -316,21 +327,21 @@ class DatabaseStore(UsageStore):
             connection, sql = self._connection()
             now = timezone.now()
             history = _History.of(sql, now, key)
-            with connection.cursor() as cursor:
+            cursor = _hot_cursor(connection)
+            after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
+            if after is None:
+                self._insert_missing(connection, sql, cursor, key)
                 after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
-                if after is None:
-                    self._insert_missing(connection, sql, cursor, key)
-                    after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
-                if after is None:
-                    # The row exists (it was just inserted) but the sum would not fit: SQLite
-                    # would silently turn it into a float, the others raise a vendor error.
-                    cursor.execute(sql.read, self._key_params(connection, key))
-                    row = cursor.fetchone()
-                    used = 0 if row is None else int(row[0])
-                    raise InvalidQuantity(
-                        f"Adding {quantity} to {key.feature} (now {used}) would overflow the "
-                        f"counter's maximum of {MAX_COUNTER}; nothing was counted."
-                    )
+            if after is None:
+                # The row exists (it was just inserted) but the sum would not fit: SQLite
+                # would silently turn it into a float, the others raise a vendor error.
+                cursor.execute(sql.read, self._key_params(connection, key))
+                row = cursor.fetchone()
+                used = 0 if row is None else int(row[0])
+                raise InvalidQuantity(
+                    f"Adding {quantity} to {key.feature} (now {used}) would overflow the "
+                    f"counter's maximum of {MAX_COUNTER}; nothing was counted."
+                )
         return CounterChange(applied=True, before=after - quantity, after=after)
 
     def _counted_add(
@@ -343,7 +354,9 @@ class DatabaseStore(UsageStore):
         now: datetime,
         history: _History,
     ) -> int | None:
-        with history.transaction(self.alias):
+        if not history.needs_transaction:
+            return self._add(connection, sql, cursor, key, quantity, now, history)
+        with transaction.atomic(using=self.alias, savepoint=False):
             after = self._add(connection, sql, cursor, key, quantity, now, history)
             if after is not None:
                 history.add(connection, sql, cursor, key, quantity)
@@ -462,9 +475,9 @@ class DatabaseStore(UsageStore):
     def get(self, key: CounterKey) -> int:
         with self._unavailable_on_connection_loss():
             connection, sql = self._connection()
-            with connection.cursor() as cursor:
-                cursor.execute(sql.read, self._key_params(connection, key))
-                row = cursor.fetchone()
+            cursor = _hot_cursor(connection)
+            cursor.execute(sql.read, self._key_params(connection, key))
+            row = cursor.fetchone()
         return 0 if row is None else int(row[0])
 
     def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
@@ -491,8 +504,45 @@ class DatabaseStore(UsageStore):
 
 
 def _db_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
-    # The same conversion the ORM applies, so raw statements match rows the ORM wrote.
+    """``value`` as the ORM would send it, so raw statements match the rows the ORM wrote.
+
+    PostgreSQL and SQLite are spelled out because this runs twice per enforced request:
+    Django's ``adapt_datetimefield_value`` costs ~5 us on SQLite (it re-reads settings), this
+    ~1 us. ``tests/test_database_store_internals.py`` checks that both agree.
+    """
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        return value  # psycopg sends aware datetimes as timestamptz
+    if vendor == "sqlite" and value.tzinfo is not None:
+        return str(value.astimezone(connection.timezone).replace(tzinfo=None))
     return connection.ops.adapt_datetimefield_value(value)
+
+
+# The attribute of a connection wrapper that holds its hot-path cursor (see _hot_cursor).
+_HOT_CURSOR = "_usage_limits_hot_cursor"
+
+
+def _hot_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A cursor kept open across calls for as long as the driver connection it belongs to.
+
+    Opening a cursor through Django costs 5-8 us, a good part of the Python work of an enforced
+    request, and a driver cursor can run any number of statements one after another. Django's
+    own wrapper is what is kept, so database errors are still translated, ``execute_wrapper()``
+    hooks still run, and a debug cursor (``DEBUG``, ``assertNumQueries``) still logs every
+    query: the cursor is replaced when the driver connection changes (closed, reconnected) or
+    query logging is switched on or off. A connection shared between threads (Django's tests
+    do that with in-memory SQLite) gets a cursor per call, as usual.
+    """
+    raw = connection.connection
+    logged = connection.queries_logged
+    if raw is not None and not connection.allow_thread_sharing:
+        kept = connection.__dict__.get(_HOT_CURSOR)
+        if kept is not None and kept[0] is raw and kept[1] == logged:
+            return kept[2]
+    cursor = connection.cursor()
+    if not connection.allow_thread_sharing:
+        connection.__dict__[_HOT_CURSOR] = (connection.connection, logged, cursor)
+    return cursor
 
 
 @dataclass(frozen=True)
@@ -507,19 +557,19 @@ class _History:
     def of(cls, sql: _Statements, now: datetime, key: CounterKey) -> _History:
         # Allocations (seats, projects) are levels, not daily usage: they keep no history, and
         # their changes stay one statement on every database.
-        enabled = conf.HISTORY and key.period.name != ALL_TIME.name
-        folded = enabled and sql.guarded_add_with_history is not None
-        return cls(enabled=enabled, day=usage_day(now), folded=folded)
+        if not conf.HISTORY or key.period.name == ALL_TIME.name:
+            return _NO_HISTORY
+        folded = sql.guarded_add_with_history is not None
+        return cls(enabled=True, day=usage_day(now), folded=folded)
 
-    def transaction(self, alias: str) -> Any:
-        """The transaction that makes counter and bucket one unit, when they are two statements.
+    @property
+    def needs_transaction(self) -> bool:
+        """Whether counter and bucket are two statements that a transaction makes one unit.
 
-        ``savepoint=False``: inside the caller's transaction this adds no SAVEPOINT round trips;
-        an error rolls the caller back too, which it would anyway.
+        Callers open it with ``savepoint=False``: inside the caller's transaction it adds no
+        SAVEPOINT round trips; an error rolls the caller back too, which it would anyway.
         """
-        if self.enabled and not self.folded:
-            return transaction.atomic(using=alias, savepoint=False)
-        return nullcontext()
+        return self.enabled and not self.folded
 
     def folded_params(self, quantity: int) -> list[Any]:
         return [self.day, quantity]
@@ -551,6 +601,9 @@ class _History:
             cursor.execute(
                 sql.bucket_subtract, [quantity, quantity, key.tenant_id, key.feature, day]
             )
+
+
+_NO_HISTORY = _History(enabled=False, day=date.min, folded=False)
 
 
 def _db_date(connection: BaseDatabaseWrapper, value: date) -> Any:
