@@ -97,9 +97,17 @@ def _user_settings() -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+@functools.cache
+def _warning_thresholds() -> tuple[int, ...]:
+    # Read on every counted change: sorted once per settings value, not per call.
+    raw = _user_settings().get("WARNING_THRESHOLDS", DEFAULTS["WARNING_THRESHOLDS"])
+    return tuple(sorted(int(t) for t in raw))
+
+
 def _forget_settings(*, setting: str, **kwargs: Any) -> None:
     if setting == "USAGE_LIMITS":
         _user_settings.cache_clear()
+        _warning_thresholds.cache_clear()
 
 
 setting_changed.connect(_forget_settings, dispatch_uid="usage_limits_conf_changed")
@@ -139,7 +147,7 @@ class UsageLimitsSettings:
 
     @property
     def WARNING_THRESHOLDS(self) -> tuple[int, ...]:
-        return tuple(sorted(int(t) for t in self.get("WARNING_THRESHOLDS")))
+        return _warning_thresholds()
 
     @property
     def RESET_MODE(self) -> str:
@@ -192,7 +200,8 @@ class UsageLimitsSettings:
 
         The engine asks this on every count, so it stays a couple of dictionary lookups.
         """
-        meters = self.BILLING.get("METERS")
+        billing = _user_settings().get("BILLING")
+        meters = billing.get("METERS") if isinstance(billing, Mapping) else None
         meter = meters.get(feature) if isinstance(meters, Mapping) else None
         return str(meter) if meter else None
 

@@ -14,6 +14,8 @@ MAX_QUANTITY = 2**53 - 1
 
 def validate_quantity(quantity: Any, *, allow_zero: bool = False) -> int:
     """Return ``quantity`` as an ``int`` or raise :class:`InvalidQuantity` saying why."""
+    if type(quantity) is int and 0 < quantity <= MAX_QUANTITY:
+        return quantity  # the common case, without the slower ABC check below
     if isinstance(quantity, bool) or not isinstance(quantity, numbers.Integral):
         raise InvalidQuantity(f"Quantity must be a whole number, got {quantity!r}.")
     value = int(quantity)
