@@ -17,7 +17,9 @@ it).
 
 from __future__ import annotations
 
+import copy
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,7 @@ from django.utils.module_loading import import_string
 from usage_limits.conf import conf
 from usage_limits.exceptions import TenantAccessDenied
 from usage_limits.models import Tenant
+from usage_limits.rules import current_generation
 
 TenantResolver = Callable[[HttpRequest], Tenant | None]
 
@@ -46,21 +49,47 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
-    # One query on every enforced request: kept to a single join (memberships are unique per
-    # tenant and user, so no row repeats), without loading the plan the engine reads from cache.
-    tenants = Tenant.objects.filter(memberships__user_id=user.pk)
     header = conf.TENANT_HEADER
     asked = request.headers.get(header, "").strip() if header else ""
+    # The answer is remembered per process until a tenant, a plan or a membership changes
+    # anywhere (the shared generation token of usage_limits.rules, already read by the engine
+    # on every check): without it, this query would cost more than the quota check itself.
+    memo_key = (user.pk, asked)
+    generation = current_generation()
+    remembered = _REMEMBERED.get(memo_key)
+    if remembered is not None and remembered[0] == generation:
+        tenant_id, tenant = remembered[1], remembered[2]
+    else:
+        found = _member_tenant(user.pk, asked)
+        tenant_id, tenant = (None if found is None else found.pk), found
+        with _remembered_lock:
+            if len(_REMEMBERED) >= _REMEMBERED_MAX:
+                _REMEMBERED.clear()
+            _REMEMBERED[memo_key] = (generation, tenant_id, found)
+    if tenant is None:
+        if asked:
+            # Never fall back to another tenant: the client named one it may not use. The
+            # asked-for name is not echoed: the answer must not tell whether that tenant exists.
+            raise TenantAccessDenied("You are not a member of the tenant you asked for.")
+        return None
+    # A copy per request: views may change request.tenant, and the remembered one is shared.
+    return copy.copy(tenant)
+
+
+# (user id, asked-for tenant) -> (generation, tenant id, tenant). Bounded; cleared when full.
+_REMEMBERED: dict[tuple[Any, str], tuple[str, int | None, Tenant | None]] = {}
+_REMEMBERED_MAX = 10_000
+_remembered_lock = threading.Lock()
+
+
+def _member_tenant(user_id: Any, asked: str) -> Tenant | None:
+    # One query, a single join (memberships are unique per tenant and user, so no row repeats),
+    # without loading the plan the engine reads from cache.
+    tenants = Tenant.objects.filter(memberships__user_id=user_id)
     if asked:
         if asked.isdigit() and len(asked) <= _MAX_ID_DIGITS:
-            tenant = tenants.filter(pk=int(asked)).first()
-        else:
-            tenant = tenants.filter(slug=asked).first()
-        if tenant is None:
-            # Never fall back to another tenant: the client named one it may not use.
-            # The asked-for name is not echoed: the answer must not tell whether that tenant exists.
-            raise TenantAccessDenied("You are not a member of the tenant you asked for.")
-        return tenant
+            return tenants.filter(pk=int(asked)).first()
+        return tenants.filter(slug=asked).first()
     return tenants.order_by(
         "-memberships__is_default", "memberships__created_at", "memberships__pk"
     ).first()
