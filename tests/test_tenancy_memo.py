@@ -7,6 +7,7 @@ membership granted, revoked or made default must still take effect on the very n
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 from django.http import HttpRequest
 from django.test import RequestFactory
 from pytest_django import DjangoAssertNumQueries
@@ -22,7 +23,8 @@ from usage_limits.testing.factories import (
     plan_with_limits,
 )
 
-pytestmark = pytest.mark.django_db
+# Outside the test's transaction: the resolver remembers nothing it read inside one.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def request_of(user: object, rf: RequestFactory, **headers: str) -> HttpRequest:
@@ -105,3 +107,26 @@ def test_bulk_changes_are_seen_after_forget_memberships(rf: RequestFactory, tena
     TenantMembership.objects.filter(user=user).update(tenant=other)
     forget_memberships()
     assert resolve_tenant_from_membership(request_of(user, rf)) == other
+
+
+def test_nothing_read_inside_a_transaction_is_remembered(
+    rf: RequestFactory, tenant: Tenant, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    user = UserFactory()
+    with transaction.atomic():
+        MembershipFactory(user=user, tenant=tenant)
+        assert resolve_tenant_from_membership(request_of(user, rf)) == tenant
+        transaction.set_rollback(True)  # the membership never existed
+    assert resolve_tenant_from_membership(request_of(user, rf)) is None
+
+
+def test_a_new_user_reusing_an_id_is_not_given_the_old_users_tenant(
+    rf: RequestFactory, tenant: Tenant
+) -> None:
+    user = UserFactory()
+    MembershipFactory(user=user, tenant=tenant)
+    assert resolve_tenant_from_membership(request_of(user, rf)) == tenant
+    user_id = user.pk
+    user.delete()
+    newcomer = UserFactory(id=user_id)
+    assert resolve_tenant_from_membership(request_of(newcomer, rf)) is None

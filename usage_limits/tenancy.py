@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.signals import setting_changed
+from django.db import connections
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
@@ -62,10 +63,14 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     else:
         found = _member_tenant(user.pk, asked)
         tenant_id, tenant = (None if found is None else found.pk), found
-        with _remembered_lock:
-            if len(_REMEMBERED) >= _REMEMBERED_MAX:
-                _REMEMBERED.clear()
-            _REMEMBERED[memo_key] = (generation, tenant_id, found)
+        # Not inside a transaction: one that rolls back would leave an answer remembered from
+        # rows that never existed (a membership granted, then undone). So with ATOMIC_REQUESTS
+        # the resolver queries on every request.
+        if not connections[Tenant.objects.db].in_atomic_block:
+            with _remembered_lock:
+                if len(_REMEMBERED) >= _REMEMBERED_MAX:
+                    _REMEMBERED.clear()
+                _REMEMBERED[memo_key] = (generation, tenant_id, found)
     if tenant is None:
         if asked:
             # Never fall back to another tenant: the client named one it may not use. The
