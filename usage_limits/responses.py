@@ -59,9 +59,10 @@ def ratelimit_headers(decision: Decision, now: datetime | None = None) -> dict[s
     if until_end is not None:
         state += f";t={until_end}"
     headers = {"RateLimit-Policy": policy, "RateLimit": state}
-    retry_after = retry_after_seconds(decision, now)
-    if not decision.allowed and retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+    if not decision.allowed:
+        retry_after = retry_after_seconds(decision, now)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
     return headers
 
 

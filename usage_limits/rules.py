@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -147,8 +148,11 @@ _local_lock = threading.Lock()
 # The generation of a process whose cache alias is process-local (LocMemCache, DummyCache): such a
 # cache is this process's memory anyway, so the token is kept here and read without the cache's
 # key validation and pickling (about 4 us per check). A DummyCache keeps nothing, so without this
-# a plan change would never reach the rules this process remembers.
+# a plan change would never reach the rules this process remembers. The token also turns over
+# every CACHE_TIMEOUT seconds: other processes cannot tell this one about their changes, and
+# that bounds how long it keeps rules they changed.
 _process_generation = secrets.token_hex(8)
+_process_generation_expires = 0.0
 
 
 def _is_process_local(cache: BaseCache) -> bool:
@@ -156,8 +160,13 @@ def _is_process_local(cache: BaseCache) -> bool:
 
 
 def _generation() -> str:
+    global _process_generation, _process_generation_expires
     cache = _cache()
     if _is_process_local(cache):
+        now = time.monotonic()
+        if now >= _process_generation_expires:
+            _process_generation = secrets.token_hex(8)
+            _process_generation_expires = now + conf.CACHE_TIMEOUT
         return _process_generation
     generation = cache.get(GENERATION_CACHE_KEY)
     if not isinstance(generation, str):
