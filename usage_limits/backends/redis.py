@@ -45,6 +45,7 @@ from usage_limits.backends.redis_client import (
     UNAVAILABLE,
     CircuitBreaker,
     OutageLog,
+    ScriptRunner,
     connect,
     is_outage,
     run_batch,
@@ -102,6 +103,7 @@ class RedisStore(UsageStore):
         self._today: _Today | None = None
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._run: ScriptRunner | None = None
         self._connect_lock = threading.Lock()
         self.breaker = CircuitBreaker()
         self.outage_log = OutageLog()
@@ -124,12 +126,22 @@ class RedisStore(UsageStore):
                         "assign": client.register_script(ASSIGN),
                         "read_days": client.register_script(READ_DAYS),
                     }
+                    self._run = ScriptRunner(client)
                     self._client = client
         return self._client
 
     def _script(self, name: str) -> Any:
         self.client  # noqa: B018  (connects and registers the scripts on first use)
         return self._scripts[name]
+
+    def _script_runner(self) -> ScriptRunner:
+        self.client  # noqa: B018  (connects and registers the scripts on first use)
+        assert self._run is not None
+        return self._run
+
+    def _run_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        """One script call on this thread's own connection (the hot path)."""
+        return self._script_runner()(self._scripts[name], keys, args)
 
     def today(self) -> _Today:
         """The usage day (:func:`usage_day`), remembered until it ends: no zone maths per call."""
@@ -267,18 +279,15 @@ class RedisStore(UsageStore):
             args += [names.bucket_field, ttl]
         else:
             keys = [names.counter, names.dirty]
-        script = self._script("change")
-        reply = script(keys=keys, args=args)
+        reply = self._run_script("change", keys, args)
         if reply[0] == MISSING:
-            reply = self._seed_and_change(key, script, keys, args)
+            reply = self._seed_and_change(key, keys, args)
         status, before, after = int(reply[0]), int(reply[1]), int(reply[2])
         if status == DENIED:
             return CounterChange(applied=False, before=before, after=before)
         return CounterChange(applied=True, before=before, after=after)
 
-    def _seed_and_change(
-        self, key: CounterKey, script: Any, keys: list[str], args: list[Any]
-    ) -> list[int]:
+    def _seed_and_change(self, key: CounterKey, keys: list[str], args: list[Any]) -> list[int]:
         """Copy the database's value into Redis (if still missing) and run the change.
 
         The row stays locked from the read to the seed, so a database-side change (a process
@@ -289,7 +298,7 @@ class RedisStore(UsageStore):
         with transaction.atomic(using=alias):
             row = _locked_row(alias, key)
             seed = 0 if row is None else row[1]
-            reply: list[int] = script(keys=keys, args=[*args[:4], seed, *args[5:]])
+            reply: list[int] = self._run_script("change", keys, [*args[:4], seed, *args[5:]])
             if row is not None and int(reply[3]) == 1:
                 UsageRecord.objects.using(alias).filter(pk=row[0]).update(
                     redis_synced=seed, redis_stale=False, redis_version=F("redis_version") + 1
