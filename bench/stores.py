@@ -1,11 +1,23 @@
 """What one enforced request costs with each counter store, next to the peers, in one run.
 
-    python bench/stores.py                 # about a minute; needs PostgreSQL and Redis
-    python bench/stores.py --seconds 1 --hot-seconds 3
+    python bench/stores.py                 # about two minutes; needs PostgreSQL and Redis
+    python bench/stores.py --seconds 1 --hot-seconds 3 --hot-threads 2
 
 Each row calls a Django view function directly (a RequestFactory request, no middleware) so the
 rows differ only by what the view does to enforce a quota; the ratio column divides by the plain
-view measured in the same run. The hot-counter rows drive one tenant's counter from 2 processes.
+view measured in the same run.
+
+The ``@require_quota`` rows find the request's tenant the way an API-key authentication layer
+hands it over (``request.api_tenant``, set once, read by ``bench_tenant_resolver``), as
+django-ratelimit's ``key="user"`` reads the user that authentication set. Before every call the
+request forgets what enforcement noted on it (the resolved tenant, the decisions behind the
+RateLimit headers), so each call resolves its tenant and builds its headers as a new request
+would. One more row uses the default resolver (the signed-in user's membership: one query per
+request).
+
+The hot-counter rows drive one tenant's counter from 2 processes, each running ``--hot-threads``
+threads (1 by default; web workers serve several threads each) that call ``consume`` back to
+back; the figure is the sum of all calls divided by the wall-clock time.
 
 Every measurement runs in a child process of its own database (SQLite, PostgreSQL; the Redis rows
 keep their record in PostgreSQL), configured by ``bench/stores_settings.py``:
@@ -83,18 +95,57 @@ def engine_consume(ctx: Context) -> View:
     return view
 
 
-def require_quota_view(ctx: Context) -> View | None:
+def bench_tenant_resolver(request: Any) -> Any:
+    """The tenant an authentication layer put on the request, else the user's membership."""
+    from usage_limits.tenancy import resolve_tenant_from_membership
+
+    tenant = request.__dict__.get("api_tenant")
+    return tenant if tenant is not None else resolve_tenant_from_membership(request)
+
+
+def _require_quota_view(ctx: Context, *, membership: bool) -> View | None:
     try:
-        from usage_limits.decorators import require_quota  # type: ignore[attr-defined]
+        from usage_limits.decorators import require_quota
     except ImportError:
         return None
     from django.http import HttpResponse
+    from django.test import RequestFactory
 
-    @require_quota("api_calls")  # type: ignore[untyped-decorator]
-    def view(request: Any) -> Any:
+    from usage_limits.models import Tenant
+    from usage_limits.testing.factories import MembershipFactory, UserFactory
+
+    @require_quota("api_calls")
+    def enforced(request: Any) -> Any:
         return HttpResponse("ok")
 
-    return view  # type: ignore[no-any-return]
+    own = RequestFactory().get("/api/things/")
+    if membership:
+        own.user = UserFactory()
+        MembershipFactory(user=own.user, tenant_id=ctx.tenant_id)
+    else:
+        own.user = ctx.user
+        own.api_tenant = Tenant.objects.get(pk=ctx.tenant_id)
+    fresh = dict(own.__dict__)
+
+    def view(request: Any) -> Any:
+        # Each call is a new request: what enforcement noted on the last one (the resolved
+        # tenant, the decisions for the RateLimit headers) is forgotten.
+        own.__dict__.clear()
+        own.__dict__.update(fresh)
+        response = enforced(own)
+        if response.status_code != 200:
+            raise RuntimeError(f"@require_quota answered {response.status_code}")
+        return response
+
+    return view
+
+
+def require_quota_view(ctx: Context) -> View | None:
+    return _require_quota_view(ctx, membership=False)
+
+
+def require_quota_membership_view(ctx: Context) -> View | None:
+    return _require_quota_view(ctx, membership=True)
 
 
 def django_ratelimit_view(ctx: Context) -> View:
@@ -251,6 +302,10 @@ CASES: dict[str, list[tuple[str, Callable[[Context], View | None]]]] = {
     "redis": [
         ("consume(), Redis store", engine_consume),
         ("@require_quota, Redis store", require_quota_view),
+        (
+            "@require_quota, Redis store, tenant from the user's membership (1 query)",
+            require_quota_membership_view,
+        ),
         ("django-ratelimit @ratelimit + django-redis", django_ratelimit_view),
         ("DRF UserRateThrottle + django-redis", drf_user_rate_throttle),
     ],
@@ -259,16 +314,16 @@ CASES: dict[str, list[tuple[str, Callable[[Context], View | None]]]] = {
 # store itself (what the counter sustains).
 HOT = {
     "postgresql": [
-        ("hot counter, 2 processes, PostgreSQL: store.consume()", "store"),
-        ("hot counter, 2 processes, PostgreSQL: engine consume()", "engine"),
+        ("PostgreSQL: store.consume()", "store"),
+        ("PostgreSQL: engine consume()", "engine"),
         # A connection of its own for the counters may commit without waiting for the disk: a
         # server crash can then forget the last fraction of a second of counts, never corrupt.
-        ("hot counter, 2 processes, PostgreSQL, no synchronous commit: store.consume()", "store"),
-        ("hot counter, 2 processes, PostgreSQL, no synchronous commit: engine consume()", "engine"),
+        ("PostgreSQL, no synchronous commit: store.consume()", "store"),
+        ("PostgreSQL, no synchronous commit: engine consume()", "engine"),
     ],
     "redis": [
-        ("hot counter, 2 processes, Redis: store.consume()", "store"),
-        ("hot counter, 2 processes, Redis: engine consume()", "engine"),
+        ("Redis: store.consume()", "store"),
+        ("Redis: engine consume()", "engine"),
     ],
 }
 
@@ -291,7 +346,11 @@ def measure(view: View, request: Any, seconds: float) -> dict[str, float]:
     return {"us_per_call": elapsed / calls * 1e6, "per_second": calls / elapsed}
 
 
-def _hot_worker(tenant_id: int, seconds: float, level: str, start: Any, results: Any) -> None:
+def _hot_worker(
+    tenant_id: int, seconds: float, level: str, threads: int, start: Any, results: Any
+) -> None:
+    import threading
+
     from django.db import connections
     from django.utils import timezone
 
@@ -312,18 +371,36 @@ def _hot_worker(tenant_id: int, seconds: float, level: str, start: Any, results:
         store.consume(key, 1, limit)
 
     call = engine_call if level == "engine" else store_call
+    counts: list[int] = []
+    ready = threading.Barrier(threads + 1)
+
+    def loop() -> None:
+        call()  # this thread's own connections
+        ready.wait()
+        calls = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(BATCH):
+                call()
+            calls += BATCH
+        counts.append(calls)
+        connections.close_all()
+
+    runners = [threading.Thread(target=loop) for _ in range(threads)]
+    for runner in runners:
+        runner.start()
     start.wait()
-    calls = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for _ in range(BATCH):
-            call()
-        calls += BATCH
-    results.put(calls)
+    ready.wait()
+    for runner in runners:
+        runner.join()
+    results.put(sum(counts))
 
 
-def hot_counter(tenant_id: int, seconds: float, level: str, processes: int = 2) -> dict[str, float]:
-    """consume() calls a second on one tenant's counter, summed over ``processes`` processes."""
+def hot_counter(
+    tenant_id: int, seconds: float, level: str, processes: int = 2, threads: int = 1
+) -> dict[str, float]:
+    """consume() calls a second on one tenant's counter, summed over ``processes`` processes of
+    ``threads`` threads each."""
     from django.db import connections
 
     connections.close_all()
@@ -331,7 +408,9 @@ def hot_counter(tenant_id: int, seconds: float, level: str, processes: int = 2) 
     start = context.Barrier(processes + 1)
     results = context.Queue()
     workers = [
-        context.Process(target=_hot_worker, args=(tenant_id, seconds, level, start, results))
+        context.Process(
+            target=_hot_worker, args=(tenant_id, seconds, level, threads, start, results)
+        )
         for _ in range(processes)
     ]
     for worker in workers:
@@ -367,7 +446,7 @@ def _prepare_postgres() -> None:
         admin.execute(f'CREATE DATABASE "{name}"')
 
 
-def child(target: str, seconds: float, hot_seconds: float) -> None:
+def child(target: str, seconds: float, hot_seconds: float, hot_threads: int) -> None:
     if target == "sqlite":
         os.environ.pop("BENCH_DATABASE_URL", None)
     else:
@@ -423,7 +502,8 @@ def child(target: str, seconds: float, hot_seconds: float) -> None:
             options = connection.settings_dict.setdefault("OPTIONS", {})
             options["options"] = "-c synchronous_commit=off"
         hot_tenant = TenantFactory(plan_id=_bench_plan_id())
-        _emit({"label": label, "hot": True, **hot_counter(hot_tenant.pk, hot_seconds, level)})
+        figures = hot_counter(hot_tenant.pk, hot_seconds, level, threads=hot_threads)
+        _emit({"label": label, "hot": True, "threads": hot_threads, **figures})
     if target == "redis":
         _clear_redis()
 
@@ -457,6 +537,8 @@ def run_child(target: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         str(args.seconds),
         "--hot-seconds",
         str(args.hot_seconds),
+        "--hot-threads",
+        str(args.hot_threads),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
@@ -480,22 +562,30 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"| {row['label']} | {row['us_per_call']:,.1f} | {row['per_second']:,.0f} | "
                 f"{row['us_per_call'] / baseline:,.1f} |"
             )
-    lines += ["", "| hot counter (one tenant) | consumes/s | goal | met |", "|---|---:|---:|:-:|"]
-    for row in rows:
-        if row.get("hot"):
-            goal = GOAL_REDIS_HOT if "Redis" in row["label"] else GOAL_POSTGRES_HOT
-            met = "yes" if row["per_second"] >= goal else "no"
-            lines.append(f"| {row['label']} | {row['per_second']:,.0f} | {goal:,} | {met} |")
-    by_label = {row["label"]: row for row in rows}
-    ours = by_label.get("consume(), Redis store")
-    theirs = by_label.get("django-ratelimit @ratelimit + django-redis")
-    if ours and theirs:
-        ratio = ours["us_per_call"] / theirs["us_per_call"]
+    hot = [row for row in rows if row.get("hot")]
+    if hot:
+        threads = hot[0]["threads"]
         lines += [
             "",
-            f"Redis store vs django-ratelimit + django-redis: {ratio:.2f}x the cost per request "
-            f"(goal: at most 1.00x; {'met' if ratio <= 1 else 'not met'}).",
+            f"| hot counter, one tenant, 2 processes x {threads} thread{'s' * (threads > 1)} "
+            "| consumes/s | goal | met |",
+            "|---|---:|---:|:-:|",
         ]
+    for row in hot:
+        goal = GOAL_REDIS_HOT if "Redis" in row["label"] else GOAL_POSTGRES_HOT
+        met = "yes" if row["per_second"] >= goal else "no"
+        lines.append(f"| {row['label']} | {row['per_second']:,.0f} | {goal:,} | {met} |")
+    by_label = {row["label"]: row for row in rows}
+    theirs = by_label.get("django-ratelimit @ratelimit + django-redis")
+    for label in ("@require_quota, Redis store", "consume(), Redis store"):
+        ours = by_label.get(label)
+        if ours and theirs and not ours.get("missing"):
+            ratio = ours["us_per_call"] / theirs["us_per_call"]
+            lines += [
+                "",
+                f"{label} vs django-ratelimit + django-redis: {ratio:.2f}x the cost per request "
+                f"(goal: at most 1.00x; {'met' if ratio <= 1 else 'not met'}).",
+            ]
     return "\n".join(lines)
 
 
@@ -503,12 +593,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per row (default 2)")
     parser.add_argument("--hot-seconds", type=float, default=5.0, help="per hot counter (5)")
+    parser.add_argument(
+        "--hot-threads", type=int, default=1, help="threads per hot-counter process (1)"
+    )
     parser.add_argument("--only", choices=sorted(CASES), action="append", help="repeatable")
     parser.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         sys.path.insert(0, str(ROOT))
-        child(args.child, args.seconds, args.hot_seconds)
+        child(args.child, args.seconds, args.hot_seconds, args.hot_threads)
         return
     rows: list[dict[str, Any]] = []
     for target in args.only or ["sqlite", "postgresql", "redis"]:

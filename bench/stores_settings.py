@@ -58,4 +58,6 @@ USAGE_LIMITS = {
     "PLANS": {"BENCH": {"api_calls": 10**12}},
     "REDIS_URL": REDIS_URL,
     "REDIS_KEY_PREFIX": "uqbench",
+    # The tenant an authentication layer found (request.api_tenant), else the user's membership.
+    "TENANT_RESOLVER": "bench.stores.bench_tenant_resolver",
 }

@@ -14,10 +14,11 @@ from django.core.management import CommandError, call_command
 
 from usage_limits import consume, get_usage, reset_usage, set_usage
 from usage_limits.backends import get_store
+from usage_limits.backends.base import usage_day
 from usage_limits.backends.redis import RedisStore
 from usage_limits.backends.redis_flush import flush_counters
 from usage_limits.exceptions import StoreUnavailable
-from usage_limits.models import Tenant, UsageRecord, UsageReset
+from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord, UsageReset
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
 from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: F401
@@ -41,6 +42,18 @@ def store() -> RedisStore:
 
 def used_in_database(tenant: Tenant) -> int:
     return UsageRecord.objects.get(tenant=tenant, feature="api_calls").used
+
+
+def history_in_database(tenant: Tenant) -> int:
+    """The tenant's daily buckets of api_calls, summed (what the history chart shows)."""
+    rows = UsageDailyBucket.objects.filter(tenant=tenant, feature="api_calls")
+    return sum(rows.values_list("used", flat=True))
+
+
+def history_seen(tenant: Tenant) -> int:
+    """What the store reports for today's bucket (Redis's unflushed part included)."""
+    today = usage_day()
+    return store().daily_usage(tenant.pk, "api_calls", today, today).get(today, 0)
 
 
 def redis_value(server: PrivateRedis, tenant: Tenant) -> int:
@@ -89,12 +102,18 @@ def test_fail_open_counts_in_the_database_and_loses_nothing_when_redis_returns(
     assert sum(t > 0.05 for t in timings) <= OUTAGE["REDIS_BREAKER_FAILURES"]
     outage_lines = [r for r in caplog.records if "Redis is unavailable" in r.getMessage()]
     assert len(outage_lines) == 1
+    # History keeps answering from the database (the flushed 20 and the 10 counted there).
+    assert history_seen(big_tenant) == history_in_database(big_tenant) == 30
 
     private_redis.start()  # empty
     wait_for_the_breaker()
     assert [consume(big_tenant, "api_calls").used for _ in range(5)] == [31, 32, 33, 34, 35]
+    assert history_seen(big_tenant) == 35  # a new bucket in Redis, on top of the row's 30
     flush_counters()
     assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 35
+    assert history_in_database(big_tenant) == 35
+    flush_counters()
+    assert history_in_database(big_tenant) == history_seen(big_tenant) == 35
 
 
 def test_fail_open_after_a_stall_adds_what_the_database_counted_to_redis(
@@ -123,6 +142,7 @@ def test_fail_open_after_a_stall_adds_what_the_database_counted_to_redis(
     # Nothing is lost. A command that timed out may still run once Redis wakes up, after the
     # database counted it too: at most one per failure before the breaker opened.
     assert admitted <= final <= admitted + OUTAGE["REDIS_BREAKER_FAILURES"]
+    assert history_in_database(big_tenant) == history_seen(big_tenant) == final
     assert flush_counters().counters == 0
 
 
@@ -154,6 +174,7 @@ def test_fail_closed_refuses_at_once_and_resumes_from_the_record(
     assert consume(big_tenant, "api_calls").used == 21
     flush_counters()
     assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 21
+    assert history_in_database(big_tenant) == 21
 
 
 def test_a_redis_out_of_memory_is_an_outage_not_an_error(
@@ -171,6 +192,7 @@ def test_a_redis_out_of_memory_is_an_outage_not_an_error(
     assert consume(big_tenant, "api_calls").used == 2
     flush_counters()
     assert used_in_database(big_tenant) == redis_value(private_redis, big_tenant) == 3
+    assert history_in_database(big_tenant) == 3
 
 
 # --- Redis that is not there at all, or does not answer -----------------------------------------

@@ -9,15 +9,17 @@ from typing import Any
 import pytest
 import redis
 from django.core.management import call_command
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from usage_limits import consume, get_usage, increment_usage, refund, set_usage
 from usage_limits.backends import CounterKey, get_store
+from usage_limits.backends.base import usage_day
 from usage_limits.backends.redis import RedisStore
 from usage_limits.backends.redis_flush import flush_counters
 from usage_limits.backends.redis_keys import DirtyField, epoch, from_epoch
 from usage_limits.backends.redis_scripts import FLUSH_READ
-from usage_limits.models import Tenant, UsageRecord
+from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord
 from usage_limits.periods import ALL_TIME, period_containing
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
@@ -111,7 +113,8 @@ def test_the_flush_copies_absolute_values_and_rerunning_it_changes_nothing(
 ) -> None:
     increment_usage(tenant, "api_calls", 5)
     first = flush_counters()
-    assert (first.counters, first.written, first.cleared) == (1, 1, 1)
+    assert (first.counters, first.written, first.cleared) == (1, 1, 2)  # counter and bucket
+    assert (first.days, first.days_written) == (1, 1)
     assert row(tenant).used == 5
     again = flush_counters()
     assert (again.counters, again.written) == (0, 0)
@@ -227,6 +230,8 @@ def test_flushes_running_concurrently_with_counting_never_write_an_old_value() -
     used = get_usage(tenant).feature("api_calls").used
     assert used == 3 * 150
     assert row(tenant).used == used
+    buckets = UsageDailyBucket.objects.filter(tenant=tenant)
+    assert sum(buckets.values_list("used", flat=True)) == used
     assert flush_counters().counters == 0
 
 
@@ -271,3 +276,170 @@ def test_the_flush_command_keeps_running_as_a_sidecar(
     assert out.getvalue().count("Flushed in") == 2
     assert all(0 < pause <= 5 for pause in pauses)
     assert row(tenant).used == 1  # the second run flushed what came after the first
+
+
+# --- daily history buckets ---------------------------------------------------------------------
+
+
+def bucket_row(tenant: Tenant, feature: str = "api_calls") -> UsageDailyBucket:
+    return UsageDailyBucket.objects.get(tenant=tenant, feature=feature, day=usage_day())
+
+
+def seen_today(tenant: Tenant, feature: str = "api_calls") -> int:
+    today = usage_day()
+    return store().daily_usage(tenant.pk, feature, today, today).get(today, 0)
+
+
+def test_the_bucket_is_a_hash_beside_the_counter_that_lives_on_after_the_day(
+    tenant: Tenant, client: redis.Redis
+) -> None:
+    consume(tenant, "api_calls", 3)
+    today = usage_day()
+    name = store().keys.day_bucket(tenant.pk, "api_calls", today)
+    assert name == f"{store().keys.prefix}:{{{tenant.pk}}}:day:api_calls:{today.isoformat()}"
+    bucket = client.hgetall(name)
+    assert bucket["n"] == "3"
+    assert bucket["t"]  # names this bucket (a bucket recreated after a data loss gets another)
+    day_ends = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    expected = int(day_ends.timestamp()) + 7 * 24 * 3600
+    assert expected - 5 <= client.expiretime(name) <= expected + 5
+    # marked for the flush beside the counter, with the same generation
+    marks = client.hgetall(store().keys.dirty(tenant.pk))
+    assert marks[f"@api_calls|{today.isoformat()}"] == marks["#"]
+
+
+def test_unflushed_buckets_are_read_from_redis_and_the_flush_copies_them_once(
+    tenant: Tenant,
+) -> None:
+    consume(tenant, "api_calls", 4)
+    assert seen_today(tenant) == 4
+    assert not UsageDailyBucket.objects.filter(tenant=tenant).exists()
+    report = flush_counters()
+    assert (report.days, report.days_written) == (1, 1)
+    assert bucket_row(tenant).used == seen_today(tenant) == 4
+    again = flush_counters()
+    assert (again.days, again.days_written) == (0, 0)
+    consume(tenant, "api_calls", 2)
+    refund(tenant, "api_calls", 1)
+    assert seen_today(tenant) == 5
+    flush_counters()
+    flush_counters()
+    assert bucket_row(tenant).used == seen_today(tenant) == 5
+
+
+def test_a_flush_that_died_after_its_commit_copies_nothing_twice(
+    tenant: Tenant, client: redis.Redis
+) -> None:
+    consume(tenant, "api_calls", 6)
+    marks_before = client.hgetall(store().keys.dirty(tenant.pk))
+    flush_counters()
+    # ... the process died before clearing the marks: they are all still there.
+    client.hset(store().keys.dirty(tenant.pk), mapping=marks_before)
+    report = flush_counters()
+    assert (report.counters, report.days, report.written, report.days_written) == (1, 1, 0, 0)
+    assert (row(tenant).used, bucket_row(tenant).used) == (6, 6)
+
+
+def test_a_flush_that_died_before_its_commit_leaves_everything_for_the_next(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consume(tenant, "api_calls", 2)
+    flush_counters()
+    consume(tenant, "api_calls", 5)
+
+    bulk_update = QuerySet.bulk_update
+
+    def die_at_the_buckets(queryset: QuerySet[Any], *args: Any, **kwargs: Any) -> int:
+        if queryset.model is UsageDailyBucket:  # the counters were written: the last step
+            raise RuntimeError("killed")
+        return bulk_update(queryset, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(QuerySet, "bulk_update", die_at_the_buckets)
+        with pytest.raises(RuntimeError):
+            flush_counters()
+    assert (row(tenant).used, bucket_row(tenant).used) == (2, 2)  # rolled back together
+    flush_counters()
+    assert (row(tenant).used, bucket_row(tenant).used) == (7, 7)
+
+
+def test_the_flush_keeps_what_the_database_counted_and_a_bucket_redis_lost(
+    tenant: Tenant, client: redis.Redis
+) -> None:
+    key = CounterKey(tenant.pk, "api_calls", get_usage(tenant).feature("api_calls").period)
+    store().increment(key, 10)
+    flush_counters()
+    # Redis unreachable: the database counts 3 units, into the row and today's bucket.
+    store()._counted_in_database(key, store().fallback.increment(key, 3))
+    assert bucket_row(tenant).used == 13
+    assert seen_today(tenant) == 13
+    store().increment(key, 1)  # Redis is back, and counts on top
+    flush_counters()
+    assert (row(tenant).used, bucket_row(tenant).used) == (14, 14)
+    # Redis loses its data: its next bucket is a new one, added to what the row holds.
+    client.delete(*client.keys(f"{store().keys.prefix}:*"))
+    store().increment(key, 2)
+    assert seen_today(tenant) == 16
+    flush_counters()
+    flush_counters()
+    assert (row(tenant).used, bucket_row(tenant).used) == (16, 16)
+
+
+def test_history_off_keeps_no_bucket_in_redis(
+    tenant: Tenant, client: redis.Redis, settings: Any
+) -> None:
+    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "HISTORY": False}
+    consume(tenant, "api_calls", 2)
+    assert list(client.scan_iter(match=f"{store().keys.prefix}:*:day:*")) == []
+    assert flush_counters().days == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_flushes_copy_every_bucket_exactly_once() -> None:
+    tenants = [TenantFactory(plan=plan_with_limits("BIG", api_calls=10_000)) for _ in range(3)]
+
+    def work(index: int) -> int:
+        if index < 3:
+            for _ in range(10):
+                flush_counters(batch_size=2)
+            return 0
+        for _ in range(60):
+            for t in tenants:
+                increment_usage(t.pk, "api_calls")
+        return 1
+
+    run_in_threads(6, work)
+    flush_counters()
+    for t in tenants:
+        assert bucket_row(t).used == row(t).used == 3 * 60
+
+
+# --- the hot path's own connection ---------------------------------------------------------------
+
+
+def test_a_flushed_script_cache_is_filled_again(tenant: Tenant, client: redis.Redis) -> None:
+    """A restarted Redis has no scripts: the first call loads the script and counts once."""
+    key = CounterKey(tenant.pk, "api_calls", MARCH)
+    store().increment(key, 1)
+    client.script_flush()
+    assert store().increment(key, 1).after == 2
+    assert store().get(key) == 2
+
+
+def test_a_dropped_connection_is_opened_again(tenant: Tenant, client: redis.Redis) -> None:
+    key = CounterKey(tenant.pk, "api_calls", MARCH)
+    store().increment(key, 1)
+    # The server closes the store's connection (a restart, an idle timeout, a proxy). Only that
+    # one: the server is shared with other test runs.
+    connection = store()._script_runner()._connection()
+    connection.send_command("CLIENT", "ID")
+    assert client.client_kill_filter(_id=connection.read_response()) == 1
+    assert store().increment(key, 1).after == 2
+    assert not store().breaker.is_open
+
+
+def test_each_thread_counts_on_a_connection_of_its_own(tenant: Tenant) -> None:
+    key = CounterKey(tenant.pk, "api_calls", MARCH)
+    store().increment(key, 1)
+    seen = run_in_threads(4, lambda _: id(store()._script_runner()._connection()))
+    assert len(set(seen)) == 4

@@ -18,18 +18,10 @@ from usage_limits.periods import ALL_TIME, period_containing
 from usage_limits.testing.factories import TenantFactory, UserFactory, plan_with_limits
 
 from .concurrency import run_in_threads
-from .redis_service import redis_prefix  # noqa: F401  (fixture)
+from .stores import flush_if_write_behind, redis_prefix, store_name  # noqa: F401  (fixtures)
 
 MARCH = period_containing("monthly", dt.datetime(2026, 3, 10, tzinfo=dt.UTC))
 APRIL = period_containing("monthly", dt.datetime(2026, 4, 10, tzinfo=dt.UTC))
-
-
-@pytest.fixture(params=["database", "redis"])
-def store_name(request: pytest.FixtureRequest) -> str:
-    if request.param == "redis":
-        request.getfixturevalue("redis_prefix")
-    name: str = request.param
-    return name
 
 
 @pytest.fixture
@@ -44,10 +36,7 @@ def key(tenant: Tenant) -> CounterKey:
 
 def record(key: CounterKey) -> int | None:
     """The database row's value, after the Redis store's changes reached it."""
-    if get_store().__class__.__name__ == "RedisStore":
-        from usage_limits.backends.redis_flush import flush_counters
-
-        flush_counters()
+    flush_if_write_behind()
     row = UsageRecord.objects.filter(
         tenant_id=key.tenant_id, feature=key.feature, period_start=key.period.start
     ).first()

@@ -318,6 +318,22 @@ class UsageDailyBucket(models.Model):
     feature = models.CharField(_("feature"), max_length=64)
     day = models.DateField(_("day"))
     used = models.BigIntegerField(_("used"), default=0)
+    # Bookkeeping of the Redis store's flush (docs/scaling.md); the database store never reads
+    # them. Its raw upsert omits them, hence database-side defaults.
+    redis_synced = models.BigIntegerField(
+        _("value last copied from Redis"),
+        default=0,
+        db_default=0,
+        help_text=_("The part of 'used' that the Redis bucket holds."),
+    )
+    redis_token = models.CharField(
+        _("Redis bucket"),
+        max_length=32,
+        default="",
+        db_default="",
+        blank=True,
+        help_text=_("Names the Redis bucket redis_synced came from (a new one starts from zero)."),
+    )
 
     class Meta:
         ordering = ["-day", "tenant", "feature"]

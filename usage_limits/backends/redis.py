@@ -11,7 +11,11 @@ Enable it with ``USAGE_LIMITS = {"STORE": "usage_limits.backends.redis.RedisStor
   does not give everyone a fresh quota.
 * ``set`` and ``reset`` (allocations, operator resets) change Redis and the database row together,
   so the admin sees the new value at once and the audit row gets the value Redis held.
-* :mod:`usage_limits.backends.redis_flush` copies changed counters into ``UsageRecord``.
+* Daily history (``USAGE_LIMITS["HISTORY"]``): the same script call adds a counted change to
+  today's bucket in Redis (and takes a refund back from it), marked dirty like the counter.
+* :mod:`usage_limits.backends.redis_flush` copies changed counters into ``UsageRecord`` and
+  changed buckets into ``UsageDailyBucket``; :meth:`RedisStore.daily_usage` adds what Redis
+  counted and the flush has not copied yet, so history pages are current.
 * When Redis is unreachable, ``USAGE_LIMITS["REDIS_FAIL_MODE"]`` decides: ``"open"`` counts in the
   database (the rows are marked, and the flush later adds what they counted to Redis),
   ``"closed"`` raises :class:`~usage_limits.exceptions.StoreUnavailable`.
@@ -23,31 +27,35 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import time as day_start
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from redis import exceptions as redis_errors
 
-from usage_limits.backends.base import CounterChange, CounterKey, UsageStore
+from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
 from usage_limits.backends.database import DatabaseStore
 from usage_limits.backends.redis_client import (
     UNAVAILABLE,
     CircuitBreaker,
     OutageLog,
+    ScriptRunner,
     connect,
     is_outage,
     run_batch,
 )
-from usage_limits.backends.redis_keys import DirtyField, RedisKeys
-from usage_limits.backends.redis_scripts import ASSIGN, CHANGE, DENIED, MISSING
+from usage_limits.backends.redis_keys import DayField, DirtyField, RedisKeys
+from usage_limits.backends.redis_scripts import ASSIGN, CHANGE, DENIED, MISSING, READ_DAYS
 from usage_limits.conf import conf
 from usage_limits.exceptions import StoreUnavailable
-from usage_limits.models import UsageRecord
-from usage_limits.periods import Period
+from usage_limits.models import UsageDailyBucket, UsageRecord
+from usage_limits.periods import ALL_TIME, Period
 
 logger = logging.getLogger("usage_limits")
 
@@ -64,6 +72,22 @@ class _CounterNames:
     dirty: str
     field: str
     expire_at: int | None
+    history: bool  # a metered counter: its changes land in daily buckets (allocations keep none)
+    # today's bucket, for ``day`` (rebuilt when the day changes)
+    day: date | None = None
+    bucket: str = ""
+    bucket_field: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Today:
+    """The usage day now, and the Unix times it starts and ends (computed once per day)."""
+
+    zone: str
+    day: date
+    starts: float
+    ends: float
+    expire_at: float  # when its buckets may leave Redis (Unix time)
 
 
 # Even a counter whose period ended long ago lives this long once seeded, so a late write is
@@ -76,8 +100,10 @@ class RedisStore(UsageStore):
 
     def __init__(self) -> None:
         self._names_cache: dict[CounterKey, _CounterNames] = {}
+        self._today: _Today | None = None
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._run: ScriptRunner | None = None
         self._connect_lock = threading.Lock()
         self.breaker = CircuitBreaker()
         self.outage_log = OutageLog()
@@ -98,7 +124,9 @@ class RedisStore(UsageStore):
                     self._scripts = {
                         "change": client.register_script(CHANGE),
                         "assign": client.register_script(ASSIGN),
+                        "read_days": client.register_script(READ_DAYS),
                     }
+                    self._run = ScriptRunner(client)
                     self._client = client
         return self._client
 
@@ -106,14 +134,33 @@ class RedisStore(UsageStore):
         self.client  # noqa: B018  (connects and registers the scripts on first use)
         return self._scripts[name]
 
-    def history_bucket_keys(self, key: CounterKey) -> Sequence[str]:
-        """Keys of daily history buckets that every change of ``key`` also lands in.
+    def _script_runner(self) -> ScriptRunner:
+        self.client  # noqa: B018  (connects and registers the scripts on first use)
+        assert self._run is not None
+        return self._run
 
-        The extension point for per-day history: the CHANGE script adds the same difference to
-        each key returned here, in the same atomic step. Keys must carry the tenant's hash tag
-        (``{tenant_id}``) so they share the counter's Cluster slot. None are kept yet.
-        """
-        return ()
+    def _run_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        """One script call on this thread's own connection (the hot path)."""
+        return self._script_runner()(self._scripts[name], keys, args)
+
+    def today(self) -> _Today:
+        """The usage day (:func:`usage_day`), remembered until it ends: no zone maths per call."""
+        zone = conf.TIME_ZONE
+        now = time.time()
+        today = self._today
+        if today is None or today.zone != zone or not today.starts <= now < today.ends:
+            day = usage_day()
+            tz = ZoneInfo(zone)
+            starts = datetime.combine(day, day_start.min, tzinfo=tz).timestamp()
+            ends = datetime.combine(day + timedelta(days=1), day_start.min, tzinfo=tz).timestamp()
+            today = self._today = _Today(
+                zone=zone,
+                day=day,
+                starts=starts,
+                ends=ends,
+                expire_at=ends + conf.REDIS_EXPIRE_AFTER_PERIOD,
+            )
+        return today
 
     def _with_redis(self, operation: Callable[[], T], fallback: Callable[[], T], what: str) -> T:
         """Run ``operation`` against Redis; when Redis cannot answer, apply the fail mode."""
@@ -194,12 +241,28 @@ class RedisStore(UsageStore):
                 dirty=keys.dirty(key.tenant_id),
                 field=str(DirtyField.of(key)),
                 expire_at=expiry if lasting else None,
+                history=key.period.name != ALL_TIME.name,
             )
+        return names
+
+    def _with_bucket(self, key: CounterKey, names: _CounterNames, day: date) -> _CounterNames:
+        """``names`` with today's bucket filled in (once per counter and day)."""
+        if names.day != day:
+            names = _CounterNames(
+                counter=names.counter,
+                dirty=names.dirty,
+                field=names.field,
+                expire_at=names.expire_at,
+                history=True,
+                day=day,
+                bucket=self.keys.day_bucket(key.tenant_id, key.feature, day),
+                bucket_field=str(DayField(key.feature, day)),
+            )
+            self._names_cache[key] = names
         return names
 
     def _change(self, key: CounterKey, op: str, quantity: int, limit: int | None) -> CounterChange:
         names = self._names(key)
-        keys = [names.counter, names.dirty, *self.history_bucket_keys(key)]
         args: list[Any] = [
             op,
             quantity,
@@ -208,18 +271,23 @@ class RedisStore(UsageStore):
             "",
             expire_at(key.period) if names.expire_at is None else names.expire_at,
         ]
-        script = self._script("change")
-        reply = script(keys=keys, args=args)
+        if names.history and conf.HISTORY:
+            today = self.today()
+            names = self._with_bucket(key, names, today.day)
+            keys = [names.counter, names.dirty, names.bucket]
+            ttl = max(int(today.expire_at - time.time()), _MIN_TTL_SECONDS)
+            args += [names.bucket_field, ttl]
+        else:
+            keys = [names.counter, names.dirty]
+        reply = self._run_script("change", keys, args)
         if reply[0] == MISSING:
-            reply = self._seed_and_change(key, script, keys, args)
+            reply = self._seed_and_change(key, keys, args)
         status, before, after = int(reply[0]), int(reply[1]), int(reply[2])
         if status == DENIED:
             return CounterChange(applied=False, before=before, after=before)
         return CounterChange(applied=True, before=before, after=after)
 
-    def _seed_and_change(
-        self, key: CounterKey, script: Any, keys: list[str], args: list[Any]
-    ) -> list[int]:
+    def _seed_and_change(self, key: CounterKey, keys: list[str], args: list[Any]) -> list[int]:
         """Copy the database's value into Redis (if still missing) and run the change.
 
         The row stays locked from the read to the seed, so a database-side change (a process
@@ -230,7 +298,7 @@ class RedisStore(UsageStore):
         with transaction.atomic(using=alias):
             row = _locked_row(alias, key)
             seed = 0 if row is None else row[1]
-            reply: list[int] = script(keys=keys, args=[*args[:4], seed, args[5]])
+            reply: list[int] = self._run_script("change", keys, [*args[:4], seed, *args[5:]])
             if row is not None and int(reply[3]) == 1:
                 UsageRecord.objects.using(alias).filter(pk=row[0]).update(
                     redis_synced=seed, redis_stale=False, redis_version=F("redis_version") + 1
@@ -330,6 +398,53 @@ class RedisStore(UsageStore):
             return {}
         return self._with_redis(read, lambda: self.fallback.get_many(wanted), "get_many")
 
+    def daily_usage(self, tenant_id: int, feature: str, first: date, last: date) -> dict[date, int]:
+        """The buckets in the database plus what Redis counted that the flush has not copied.
+
+        One query and, for the days whose buckets may still be in Redis (today and the
+        ``REDIS_EXPIRE_AFTER_PERIOD`` before it), one script call. A bucket's value is worked
+        out as the flush would write it, so the answer is the same before and after a flush.
+        When Redis cannot answer, the database's buckets alone (up to one flush behind).
+        """
+        rows = {
+            day: (int(used), int(synced), token)
+            for day, used, synced, token in UsageDailyBucket.objects.using(conf.DATABASE_ALIAS)
+            .filter(tenant_id=tenant_id, feature=feature, day__range=(first, last))
+            .values_list("day", "used", "redis_synced", "redis_token")
+        }
+        recorded = {day: used for day, (used, _synced, _token) in rows.items() if used}
+        today = self.today().day
+        kept = timedelta(seconds=conf.REDIS_EXPIRE_AFTER_PERIOD) + timedelta(days=1)
+        days: list[date] = []
+        day = max(first, today - kept)
+        while day <= min(last, today):
+            days.append(day)
+            day += timedelta(days=1)
+        if not days or not self.breaker.allows_call():
+            return recorded
+        bucket_keys = [self.keys.day_bucket(tenant_id, feature, d) for d in days]
+        try:
+            reply = self._script("read_days")(keys=bucket_keys)
+        except redis_errors.RedisError as exc:
+            if not is_outage(exc):
+                raise
+            self.breaker.record_failure()
+            return recorded
+        except UNAVAILABLE:
+            self.breaker.record_failure()
+            return recorded
+        counted = dict(recorded)
+        for index, day in enumerate(days):
+            n, token = reply[2 * index], reply[2 * index + 1]
+            if n is None:
+                continue
+            used = bucket_value(rows.get(day), int(n), token)
+            if used:
+                counted[day] = used
+            else:
+                counted.pop(day, None)
+        return counted
+
     # --- operations ----------------------------------------------------------------------------
 
     def ping(self) -> bool:
@@ -340,6 +455,21 @@ class RedisStore(UsageStore):
             return False
         except UNAVAILABLE:
             return False
+
+
+def bucket_value(row: tuple[int, int, str] | None, n: int, token: str) -> int:
+    """A daily bucket's value once Redis's count ``n`` (of bucket ``token``) is copied in.
+
+    ``row`` is the database's ``(used, redis_synced, redis_token)``. ``used - redis_synced`` is
+    what the database counted itself (while Redis was unreachable): kept. A bucket with another
+    token is a new one (Redis lost the old, already copied one): all of ``n`` is new.
+    """
+    if row is None:
+        return n
+    used, synced, known = row
+    if token == known:
+        return max(used - synced + n, 0)
+    return used + n
 
 
 def _mget(names: list[str]) -> Callable[[Any], Any]:

@@ -8,7 +8,12 @@ one Redis Cluster slot and one Lua script may touch them together:
   ``field -> change generation`` (plus ``#``, the tenant's generation sequence);
 * ``uq:{42}:applied``: a hash of database differences already added to Redis,
   ``row id -> "baseline:row value"``, so a flush that crashed after adding one can run again
-  without adding it twice.
+  without adding it twice;
+* ``uq:{42}:day:api_calls:2026-03-14``: a daily history bucket, a hash of ``n`` (what Redis
+  counted on that day) and ``t`` (a token naming this incarnation of the bucket: Redis time when
+  it was created, so a bucket recreated after Redis lost its data is told apart from the one the
+  database row last copied). Marked dirty as ``@api_calls|2026-03-14``, a field no counter can
+  have (feature names are identifiers).
 
 A dirty field holds everything the flush needs to write the database row without asking the
 current rules (which may have changed since): feature, period start, period end and period key.
@@ -17,12 +22,13 @@ current rules (which may have changed since): feature, period start, period end 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from usage_limits.backends.base import CounterKey
 
 FIELD_SEPARATOR = "|"
 DIRTY_SEQUENCE_FIELD = "#"
+DAY_FIELD_MARK = "@"
 
 
 def epoch(moment: datetime) -> str:
@@ -48,6 +54,9 @@ class RedisKeys:
 
     def counter_for(self, tenant_id: int, field: DirtyField) -> str:
         return f"{self.prefix}:{{{tenant_id}}}:{field.feature}:{field.start}"
+
+    def day_bucket(self, tenant_id: int, feature: str, day: date) -> str:
+        return f"{self.prefix}:{{{tenant_id}}}:day:{feature}:{day.isoformat()}"
 
     def dirty(self, tenant_id: int) -> str:
         return f"{self.prefix}:{{{tenant_id}}}:dirty"
@@ -102,3 +111,23 @@ class DirtyField:
     @property
     def period_end(self) -> datetime | None:
         return from_epoch(self.end) if self.end else None
+
+
+@dataclass(frozen=True, slots=True)
+class DayField:
+    """A daily history bucket's identity as stored in the tenant's dirty hash."""
+
+    feature: str
+    day: date
+
+    @classmethod
+    def parse(cls, text: str) -> DayField:
+        feature, day = text[len(DAY_FIELD_MARK) :].split(FIELD_SEPARATOR, 1)
+        return cls(feature, date.fromisoformat(day))
+
+    @staticmethod
+    def is_day_field(text: str) -> bool:
+        return text.startswith(DAY_FIELD_MARK)
+
+    def __str__(self) -> str:
+        return f"{DAY_FIELD_MARK}{self.feature}{FIELD_SEPARATOR}{self.day.isoformat()}"

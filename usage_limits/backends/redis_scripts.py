@@ -12,15 +12,21 @@ DENIED = 0
 MISSING = -1
 
 # Count (op "c": add if within the limit, limit -1 = unlimited) or refund (op "r": subtract, never
-# below zero) in one step, and mark the counter dirty for the flush.
+# below zero) in one step, mark the counter dirty for the flush, and keep today's history bucket.
 #
-# KEYS[1] counter, KEYS[2] the tenant's dirty hash, KEYS[3..] daily history buckets (see
-#         RedisStore.history_bucket_keys: each gets the same change; none are passed today)
+# KEYS[1] counter, KEYS[2] the tenant's dirty hash, KEYS[3] today's history bucket (optional:
+#         absent when history is off, and for allocations)
 # ARGV[1] op, ARGV[2] quantity, ARGV[3] limit, ARGV[4] dirty field,
 # ARGV[5] seed ("" = none: reply MISSING if the counter does not exist),
-# ARGV[6] expiry as a Unix time ("0" = never)
+# ARGV[6] expiry as a Unix time ("0" = never),
+# ARGV[7] the bucket's dirty field, ARGV[8] the bucket's time to live in seconds (relative: the
+#         app's clock decides when the day ends, whatever the server's clock says)
 # Reply: {status, before, after, seeded}; values as strings (Lua numbers are doubles, inexact
 # above 2**53)
+#
+# The bucket (a hash: n = units counted on the day, t = when this bucket was created) gets what
+# the counter got: a count adds the quantity; a refund takes back what the counter gave back,
+# never below zero, and only from a bucket that exists (usage of an earlier day stays there).
 CHANGE = """
 local counter, dirty = KEYS[1], KEYS[2]
 local op, quantity, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -39,8 +45,10 @@ if not value then
   seeded = 1
 end
 local before = tonumber(value)
+local given = ARGV[2]
 if op == 'r' then
   if quantity >= before then
+    given = value
     redis.call('SET', counter, '0', 'KEEPTTL')
   else
     redis.call('DECRBY', counter, ARGV[2])
@@ -54,10 +62,30 @@ end
 local after = redis.call('GET', counter)
 if after ~= value then
   local generation = redis.call('HINCRBY', dirty, '#', 1)
-  redis.call('HSET', dirty, ARGV[4], generation)
-  -- history buckets (extension point): the same change lands in each bucket key passed
-  for i = 3, #KEYS do
-    redis.call('INCRBY', KEYS[i], string.format('%d', tonumber(after) - before))
+  local bucket = KEYS[3]
+  if bucket and op == 'r' then
+    local n = redis.call('HGET', bucket, 'n')
+    if n then
+      if tonumber(n) > tonumber(given) then
+        redis.call('HINCRBY', bucket, 'n', '-' .. given)
+      else
+        redis.call('HSET', bucket, 'n', '0')
+      end
+    else
+      bucket = nil
+    end
+  elseif bucket then
+    if redis.call('EXISTS', bucket) == 0 then
+      local now = redis.call('TIME')
+      redis.call('HSET', bucket, 't', now[1] .. '.' .. now[2])
+      redis.call('EXPIRE', bucket, ARGV[8])
+    end
+    redis.call('HINCRBY', bucket, 'n', ARGV[2])
+  end
+  if bucket then
+    redis.call('HSET', dirty, ARGV[4], generation, ARGV[7], generation)
+  else
+    redis.call('HSET', dirty, ARGV[4], generation)
   end
 end
 return {1, value, after, seeded}
@@ -138,4 +166,31 @@ for i = 1, #ARGV, 2 do
   end
 end
 return cleared
+"""
+
+# Read daily history buckets for the flush: each bucket's count and token with its dirty
+# generation, atomically, so the mark is cleared only if nothing changed the bucket since.
+#
+# KEYS[1] dirty hash, KEYS[2..] buckets; ARGV: the buckets' dirty fields, in the same order
+# Reply: per bucket 3 values: n, t (false = the bucket is gone), generation (false = clean)
+FLUSH_READ_DAYS = """
+local reply = {}
+for i = 2, #KEYS do
+  local bucket = redis.call('HMGET', KEYS[i], 'n', 't')
+  reply[#reply + 1] = bucket[1] or false
+  reply[#reply + 1] = bucket[2] or false
+  reply[#reply + 1] = redis.call('HGET', KEYS[1], ARGV[i - 1]) or false
+end
+return reply
+"""
+
+# Read daily history buckets for a history page: per bucket n and t (false = gone), flat.
+READ_DAYS = """
+local reply = {}
+for i = 1, #KEYS do
+  local bucket = redis.call('HMGET', KEYS[i], 'n', 't')
+  reply[#reply + 1] = bucket[1] or false
+  reply[#reply + 1] = bucket[2] or false
+end
+return reply
 """
