@@ -12,8 +12,8 @@ hands it over (``request.api_tenant``, set once, read by ``bench_tenant_resolver
 django-ratelimit's ``key="user"`` reads the user that authentication set. Before every call the
 request forgets what enforcement noted on it (the resolved tenant, the decisions behind the
 RateLimit headers), so each call resolves its tenant and builds its headers as a new request
-would. One more row uses the default resolver (the signed-in user's membership: one query per
-request).
+would. One more row uses the default resolver (the signed-in user's membership: one query the first
+time, then remembered by the process until a membership, tenant or user changes).
 
 The hot-counter rows drive one tenant's counter from 2 processes, each running ``--hot-threads``
 threads (1 by default; web workers serve several threads each) that call ``consume`` back to
@@ -303,7 +303,7 @@ CASES: dict[str, list[tuple[str, Callable[[Context], View | None]]]] = {
         ("consume(), Redis store", engine_consume),
         ("@require_quota, Redis store", require_quota_view),
         (
-            "@require_quota, Redis store, tenant from the user's membership (1 query)",
+            "@require_quota, Redis store, tenant from the user's membership",
             require_quota_membership_view,
         ),
         ("django-ratelimit @ratelimit + django-redis", django_ratelimit_view),
