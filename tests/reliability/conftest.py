@@ -41,12 +41,15 @@ def figures() -> Iterator[Figures]:
 @pytest.fixture(params=STORE_TARGETS, ids=lambda target: target.name)
 def store(request: pytest.FixtureRequest) -> Iterator[StoreTarget]:
     """The store under proof, configured as ``USAGE_LIMITS["STORE"]`` for the test."""
-    target: StoreTarget = request.param
-    reason = target.unavailable_reason()
+    reason = request.param.unavailable_reason()
     if reason is not None:
         service_missing(reason)
-    with override_settings(USAGE_LIMITS=target.usage_limits_settings()):
-        yield target
+    target: StoreTarget = request.param.for_one_test()
+    try:
+        with override_settings(USAGE_LIMITS=target.usage_limits_settings()):
+            yield target
+    finally:
+        target.clean_up()
 
 
 @pytest.fixture(params=SURFACES, ids=lambda surface: surface.name)

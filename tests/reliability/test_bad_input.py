@@ -21,6 +21,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from usage_limits import increment_usage, set_usage
+from usage_limits.backends import CounterKey
 from usage_limits.checks import check_settings
 from usage_limits.exceptions import (
     FeatureNotInPlan,
@@ -32,6 +33,7 @@ from usage_limits.exceptions import (
     WrongFeatureKind,
 )
 from usage_limits.models import Tenant, UsageAlert, UsageEvent, UsageRecord
+from usage_limits.periods import current_period
 from usage_limits.quantities import MAX_QUANTITY
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
@@ -121,11 +123,12 @@ MATRIX = QUANTITIES + FEATURES + TENANTS + IDEMPOTENCY_KEYS
 _checked: dict[str, int] = {"calls": 0, "moved": 0}
 
 
-def snapshot() -> tuple[list[tuple[Any, ...]], int, int]:
+def snapshot(store: StoreTarget) -> tuple[Any, ...]:
+    """Every counter row, event and alert, and whatever the store keeps outside the database."""
     counters = list(
         UsageRecord.objects.order_by("pk").values_list("pk", "tenant_id", "feature", "used")
     )
-    return counters, UsageEvent.objects.count(), UsageAlert.objects.count()
+    return counters, UsageEvent.objects.count(), UsageAlert.objects.count(), store.snapshot()
 
 
 @pytest.fixture
@@ -148,11 +151,11 @@ CELLS = [
 
 @pytest.mark.parametrize(("bad", "operation"), CELLS)
 def test_bad_input_gets_its_error_and_counts_nothing(
-    bad: Bad, operation: str, surface: Surface, busy_tenant: Tenant
+    bad: Bad, operation: str, store: StoreTarget, surface: Surface, busy_tenant: Tenant
 ) -> None:
     if operation not in surface.operations:
         pytest.skip(f"the {surface.name} surface has no {operation}")
-    before = snapshot()
+    before = snapshot(store)
     with pytest.raises(bad.error) as raised:
         surface.call(
             operation, bad.tenant(busy_tenant), bad.feature, bad.quantity, **dict(bad.options)
@@ -160,7 +163,7 @@ def test_bad_input_gets_its_error_and_counts_nothing(
     _checked["calls"] += 1
     assert str(raised.value), "the error must say what is wrong"
     assert isinstance(raised.value, UsageLimitsError)
-    moved = snapshot() != before
+    moved = snapshot(store) != before
     _checked["moved"] += moved
     assert not moved, "a refused call changed a counter, an event or an alert"
 
@@ -172,13 +175,16 @@ def test_an_increment_that_would_overflow_the_counter_is_refused(
     tenant = TenantFactory(plan=plan_with_limits("HUGE", api_calls=10))
     for _ in range(1024):  # 1024 x (2^53 - 1) = 2^63 - 1024: still fits
         surface.call(INCREMENT, tenant.pk, "api_calls", MAX_QUANTITY)
-    before = snapshot()
+    before = snapshot(store)
     with pytest.raises(InvalidQuantity, match="overflow"):
         surface.call(INCREMENT, tenant.pk, "api_calls", MAX_QUANTITY)
     denied = surface.call(CONSUME, tenant.pk, "api_calls", MAX_QUANTITY)
     assert not denied.admitted
     assert denied.used == 1024 * MAX_QUANTITY
-    assert snapshot() == before
+    assert snapshot(store) == before
+    key = CounterKey(tenant.pk, "api_calls", current_period("monthly"))
+    assert store.stored(key) == 1024 * MAX_QUANTITY
+    store.flush()
     assert UsageRecord.objects.get(tenant=tenant).used == 1024 * MAX_QUANTITY
 
 

@@ -5,6 +5,9 @@ whose limit is drawn between 1 and 40. Exactly ``min(limit, 32)`` may be admitte
 requests must have seen the distinct counter values 1..admitted (no two were told the same
 count), every denial must say "quota exceeded", and the persisted counter must equal the number
 admitted.
+
+On a store that writes its counters behind to the database (Redis), the flush then runs once over
+every trial's counter and each ``UsageRecord`` row must equal the counter in the store.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
     failures: list[str] = []
     attempts = admitted_total = expected_total = stored_total = 0
     over = under = lost = doubled = 0
+    keys: list[CounterKey] = []
     started = time.perf_counter()
     for trial in range(TRIALS):
         limit = rng.randint(*LIMITS)
@@ -59,6 +63,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         admitted = [o for o in outcomes if o.admitted]
         expected = min(limit, CONSUMERS)
         key = CounterKey(tenant_id, "api_calls", current_period("monthly"))
+        keys.append(key)
         stored = store.stored(key)
         seen = sorted(o.used for o in admitted if o.used is not None)
 
@@ -79,6 +84,9 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
             problems.append(f"admitted requests saw {seen}")
         if problems:
             failures.append(f"trial {trial} (limit {limit}): " + "; ".join(problems))
+    seconds = round(time.perf_counter() - started, 1)
+    flushed = store.flush()
+    mismatches = store.record_mismatches(keys) if flushed is not None else []
 
     figures.record(
         "over_admission",
@@ -97,11 +105,14 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         lost=lost,
         doubled=doubled,
         failed_trials=len(failures),
-        seconds=round(time.perf_counter() - started, 1),
+        flushed=flushed,
+        record_mismatches=None if flushed is None else len(mismatches),
+        seconds=seconds,
     )
     assert not failures, f"{len(failures)} of {TRIALS} trials went wrong:\n" + "\n".join(
         failures[:20]
     )
+    assert not mismatches, "the flushed database copy differs:\n" + "\n".join(mismatches[:20])
 
 
 MIXED_TRIALS = 50
@@ -126,6 +137,7 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
     plans: dict[int, Plan] = {}
     failures: list[str] = []
     units_asked = units_admitted = stored_total = unfair = over = 0
+    keys: list[CounterKey] = []
     started = time.perf_counter()
     for trial in range(MIXED_TRIALS):
         limit = rng.randint(*MIXED_LIMITS)
@@ -139,7 +151,8 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
 
         outcomes = crew.run(work)
         admitted = sum(q for q, o in zip(asks, outcomes, strict=True) if o.admitted)
-        stored = store.stored(CounterKey(tenant_id, "api_calls", current_period("monthly")))
+        keys.append(CounterKey(tenant_id, "api_calls", current_period("monthly")))
+        stored = store.stored(keys[-1])
         refused_but_fitting = [
             q for q, o in zip(asks, outcomes, strict=True) if not o.admitted and stored + q <= limit
         ]
@@ -153,6 +166,9 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
                 f"trial {trial} (limit {limit}): admitted {admitted} units, stored {stored}, "
                 f"refused although they fitted: {refused_but_fitting}"
             )
+    seconds = round(time.perf_counter() - started, 1)
+    flushed = store.flush()
+    mismatches = store.record_mismatches(keys) if flushed is not None else []
 
     figures.record(
         "over_admission",
@@ -171,6 +187,9 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
         doubled=max(stored_total - units_admitted, 0),
         unfair_denials=unfair,
         failed_trials=len(failures),
-        seconds=round(time.perf_counter() - started, 1),
+        flushed=flushed,
+        record_mismatches=None if flushed is None else len(mismatches),
+        seconds=seconds,
     )
     assert not failures, "\n".join(failures[:20])
+    assert not mismatches, "the flushed database copy differs:\n" + "\n".join(mismatches[:20])
