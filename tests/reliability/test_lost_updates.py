@@ -42,8 +42,10 @@ def test_concurrent_increments_lose_nothing(
     if INCREMENT not in surface.operations:
         pytest.skip(f"the {surface.name} surface does not record usage after the fact")
 
+    increments = surface.scaled(INCREMENTS)
+
     def work(_: int) -> list[int | None]:
-        return [surface.call(INCREMENT, tenant_id, "api_calls", 1).used for _ in range(INCREMENTS)]
+        return [surface.call(INCREMENT, tenant_id, "api_calls", 1).used for _ in range(increments)]
 
     started = time.perf_counter()
     seen = sorted(value or 0 for values in crew.run(work) for value in values)
@@ -52,7 +54,7 @@ def test_concurrent_increments_lose_nothing(
     stored = store.stored(key)
     flushed = store.flush()
     mismatches = store.record_mismatches([key]) if flushed is not None else []
-    expected = THREADS * INCREMENTS
+    expected = THREADS * increments
     repeated = len(seen) - len(set(seen))
     figures.record(
         "lost_updates",

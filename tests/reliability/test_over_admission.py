@@ -43,6 +43,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
     figures: Figures,
 ) -> None:
     rng = random.Random(SEED)
+    trials = surface.scaled(TRIALS)
     crew = crew_of(CONSUMERS)
     plans: dict[int, Plan] = {}
     failures: list[str] = []
@@ -50,7 +51,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
     over = under = lost = doubled = 0
     keys: list[CounterKey] = []
     started = time.perf_counter()
-    for trial in range(TRIALS):
+    for trial in range(trials):
         limit = rng.randint(*LIMITS)
         if limit not in plans:
             plans[limit] = plan_with_limits(f"LIMIT{limit}", api_calls=limit)
@@ -94,7 +95,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         store.database_label(),
         variant="1 unit each",
         surface=surface.name,
-        trials=TRIALS,
+        trials=trials,
         threads=CONSUMERS,
         attempts=attempts,
         expected_admitted=expected_total,
@@ -109,7 +110,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         record_mismatches=None if flushed is None else len(mismatches),
         seconds=seconds,
     )
-    assert not failures, f"{len(failures)} of {TRIALS} trials went wrong:\n" + "\n".join(
+    assert not failures, f"{len(failures)} of {trials} trials went wrong:\n" + "\n".join(
         failures[:20]
     )
     assert not mismatches, "the flushed database copy differs:\n" + "\n".join(mismatches[:20])
@@ -133,13 +134,14 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
     in what was left at the end (otherwise a unit was refused that the limit allowed).
     """
     rng = random.Random(SEED + 1)
+    trials = surface.scaled(MIXED_TRIALS)
     crew = crew_of(CONSUMERS)
     plans: dict[int, Plan] = {}
     failures: list[str] = []
     units_asked = units_admitted = stored_total = unfair = over = 0
     keys: list[CounterKey] = []
     started = time.perf_counter()
-    for trial in range(MIXED_TRIALS):
+    for trial in range(trials):
         limit = rng.randint(*MIXED_LIMITS)
         asks = [rng.randint(*QUANTITIES) for _ in range(CONSUMERS)]
         if limit not in plans:
@@ -176,9 +178,9 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
         store.database_label(),
         variant="quantities 1-5",
         surface=surface.name,
-        trials=MIXED_TRIALS,
+        trials=trials,
         threads=CONSUMERS,
-        attempts=MIXED_TRIALS * CONSUMERS,
+        attempts=trials * CONSUMERS,
         units_asked=units_asked,
         admitted=units_admitted,
         stored=stored_total,
