@@ -123,6 +123,17 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
             ("settings_rows", "malformed settings caught"),
         ],
     ),
+    "edge_faults": (
+        "Store faults at the edges (HTTP, DEBUG = False)",
+        [
+            ("requests", "requests"),
+            ("statuses", "answers by status"),
+            ("admitted", "admitted"),
+            ("stored", "stored"),
+            ("lost", "lost"),
+            ("doubled", "doubled"),
+        ],
+    ),
     "store_faults": (
         "Store faults (connections killed under load)",
         [
