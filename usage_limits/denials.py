@@ -188,6 +188,30 @@ def tenant_access_denial(request: HttpRequest, message: str) -> HttpResponse:
     return render_refusal(request, 403, tenant_access_payload(message))
 
 
+def invalid_quantity_payload(feature: str, message: str) -> dict[str, Any]:
+    return {**_plain_payload("invalid_quantity", message), "feature": feature}
+
+
+def invalid_quantity_refusal(request: HttpRequest, feature: str, message: str) -> HttpResponse:
+    """400: the request asked to count a quantity that is not a whole number within range."""
+    return render_refusal(request, 400, invalid_quantity_payload(feature, message))
+
+
+def misconfigured_feature_payload(feature: str, error: Exception) -> dict[str, Any]:
+    """The body for a view enforced with a feature that cannot be counted: ``unknown_feature``
+    (no such feature) or ``wrong_feature_kind`` (a boolean feature has no counter)."""
+    code = "wrong_feature_kind" if isinstance(error, TypeError) else "unknown_feature"
+    return {**_plain_payload(code, str(error)), "feature": feature}
+
+
+def misconfigured_feature_refusal(
+    request: HttpRequest, feature: str, error: Exception
+) -> HttpResponse:
+    """500 with a clear body: the view is enforced with a feature that cannot be counted, a
+    mistake in the site's configuration that no client can fix (no traceback page either)."""
+    return render_refusal(request, 500, misconfigured_feature_payload(feature, error))
+
+
 def store_unavailable(request: HttpRequest) -> HttpResponse:
     """503: the counter store could not answer, so nothing was decided (or counted)."""
     return render_refusal(request, 503, store_unavailable_payload())

@@ -49,11 +49,14 @@ from usage_limits.conf import conf
 from usage_limits.denials import (
     authentication_payload,
     feature_payload,
+    invalid_quantity_payload,
+    misconfigured_feature_payload,
     no_tenant_payload,
     store_unavailable_payload,
     tenant_access_payload,
 )
 from usage_limits.enforcement import (
+    STORE_ERRORS,
     QuotaRule,
     apply_ratelimit_headers,
     feature_problem,
@@ -61,7 +64,14 @@ from usage_limits.enforcement import (
     record_decision,
 )
 from usage_limits.engine import consume, refund
-from usage_limits.exceptions import FeatureNotInPlan, StoreUnavailable, TenantAccessDenied
+from usage_limits.exceptions import (
+    FeatureNotInPlan,
+    InvalidQuantity,
+    StoreUnavailable,
+    TenantAccessDenied,
+    UnknownFeature,
+    WrongFeatureKind,
+)
 from usage_limits.models import Tenant
 from usage_limits.responses import denial_payload, retry_after_seconds, status_code
 from usage_limits.results import Decision, DenialReason
@@ -146,6 +156,9 @@ def _tenant(view: APIView, request: Request) -> Tenant | None:
             tenant = resolve_request_tenant(http_request)
     except TenantAccessDenied as denied:
         raise UsageLimitRefused(403, tenant_access_payload(str(denied))) from None
+    except STORE_ERRORS as exc:  # the database dropped while finding the tenant
+        logger.warning("usage_limits: database unavailable (%s), refused with 503", exc)
+        raise UsageLimitRefused(503, store_unavailable_payload()) from None
     if tenant is not None:
         return tenant
     if conf.ANONYMOUS_REQUESTS == "allow":
@@ -218,12 +231,25 @@ def _consume(view: APIView, request: Request, rule: QuotaRule) -> Decision | Non
         return None
     try:
         decision = consume(tenant, rule.feature, quantity)
-    except StoreUnavailable:
-        logger.warning("usage_limits: store unavailable, %s refused with 503", request.path)
+    except STORE_ERRORS as exc:
+        logger.warning(
+            "usage_limits: store unavailable (%s), %s refused with 503",
+            type(exc).__name__,
+            request.path,
+        )
         raise UsageLimitRefused(503, store_unavailable_payload()) from None
     except FeatureNotInPlan:
         payload = feature_payload(rule.feature, tenant_rules(tenant).plan_code)
         raise UsageLimitRefused(403, payload) from None
+    except InvalidQuantity as exc:
+        logger.warning("usage_limits: %s refused with 400: %s", request.path, exc)
+        raise UsageLimitRefused(400, invalid_quantity_payload(rule.feature, str(exc))) from None
+    except (UnknownFeature, WrongFeatureKind) as exc:
+        logger.error(
+            "usage_limits: %s is enforced with a feature it cannot count: %s", request.path, exc
+        )
+        payload = misconfigured_feature_payload(rule.feature, exc)
+        raise UsageLimitRefused(500, payload) from None
     record_decision(http_request, decision)
     if decision.allowed and rule.count == "success":
         http_request.__dict__.setdefault(_PENDING, []).append(decision)
@@ -263,7 +289,7 @@ class HasFeature(BasePermission):
             return True
         try:
             problem = feature_problem(tenant, feature)
-        except StoreUnavailable:
+        except STORE_ERRORS:
             raise UsageLimitRefused(503, store_unavailable_payload()) from None
         if problem is not None:
             raise UsageLimitRefused(*problem)

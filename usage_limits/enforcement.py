@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
@@ -30,6 +31,8 @@ from usage_limits.denials import (
     combined_ratelimit_headers,
     feature_denial,
     feature_payload,
+    invalid_quantity_refusal,
+    misconfigured_feature_refusal,
     no_tenant_denial,
     quota_denial,
     render_refusal,
@@ -38,7 +41,14 @@ from usage_limits.denials import (
     tenant_access_denial,
 )
 from usage_limits.engine import annotate_usage_event, consume, has_feature, refund
-from usage_limits.exceptions import FeatureNotInPlan, StoreUnavailable, TenantAccessDenied
+from usage_limits.exceptions import (
+    FeatureNotInPlan,
+    InvalidQuantity,
+    StoreUnavailable,
+    TenantAccessDenied,
+    UnknownFeature,
+    WrongFeatureKind,
+)
 from usage_limits.models import Tenant
 from usage_limits.results import Decision
 from usage_limits.rules import tenant_rules
@@ -49,6 +59,12 @@ logger = logging.getLogger("usage_limits")
 CountMode = Literal["always", "success"]
 Quantity = int | Callable[[HttpRequest], int]
 COUNT_MODES: tuple[str, ...] = ("always", "success")
+
+# What "the store cannot answer now" looks like to an edge: the store's own error, and a database
+# connection that failed or dropped while the engine read a tenant's rules or wrote its ledger
+# (Django's errors; the store's statements already turn those into StoreUnavailable). Every edge
+# answers 503 for them, never a 500 page.
+STORE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError, InterfaceError)
 
 _DECISIONS = "_usage_limits_decisions"
 
@@ -144,7 +160,16 @@ def _tenant_or_refusal(request: HttpRequest) -> tuple[Tenant | None, HttpRespons
 
 def _admit(request: HttpRequest, rule: QuotaRule, record_event: bool) -> _Admission:
     admission = _Admission(started=time.perf_counter() if record_event else 0.0)
-    tenant, refusal = _tenant_or_refusal(request)
+    try:
+        tenant, refusal = _tenant_or_refusal(request)
+    except STORE_ERRORS as exc:  # the database dropped while finding the tenant
+        logger.warning(
+            "usage_limits: database unavailable (%s), %s refused with 503",
+            type(exc).__name__,
+            request.path,
+        )
+        admission.refusal = store_unavailable(request)
+        return admission
     if tenant is None:
         admission.refusal = refusal
         return admission
@@ -158,12 +183,30 @@ def _admit(request: HttpRequest, rule: QuotaRule, record_event: bool) -> _Admiss
         options = {"idempotency_key": admission.event_key, "metadata": admission.event_metadata}
     try:
         decision = consume(tenant, rule.feature, quantity, **options)
-    except StoreUnavailable:
-        logger.warning("usage_limits: store unavailable, %s refused with 503", request.path)
+    except STORE_ERRORS as exc:
+        logger.warning(
+            "usage_limits: store unavailable (%s), %s refused with 503",
+            type(exc).__name__,
+            request.path,
+        )
         admission.refusal = store_unavailable(request)
         return admission
     except FeatureNotInPlan:
         admission.refusal = feature_denial(request, rule.feature, tenant_rules(tenant).plan_code)
+        return admission
+    except InvalidQuantity as exc:
+        # The quantity callable read something the client sent (a size, a token count) that is
+        # not a whole number within range: the client's request is at fault, nothing counted.
+        logger.warning("usage_limits: %s refused with 400: %s", request.path, exc)
+        admission.refusal = invalid_quantity_refusal(request, rule.feature, str(exc))
+        return admission
+    except (UnknownFeature, WrongFeatureKind) as exc:
+        # The view is enforced with a feature that cannot be counted: the site's configuration
+        # is wrong, which no client can fix. Say so clearly, without a traceback page.
+        logger.error(
+            "usage_limits: %s is enforced with a feature it cannot count: %s", request.path, exc
+        )
+        admission.refusal = misconfigured_feature_refusal(request, rule.feature, exc)
         return admission
     record_decision(request, decision)
     admission.decision = decision

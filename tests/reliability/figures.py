@@ -51,7 +51,8 @@ class Figures:
 
 def _row_key(row: dict[str, Any]) -> tuple[str, ...]:
     variant = str(row.get("variant", ""))
-    return (str(row["proof"]), variant, str(row["store"]), str(row["database"]))
+    surface = str(row.get("surface", ""))
+    return (str(row["proof"]), variant, str(row["store"]), surface, str(row["database"]))
 
 
 def report_path() -> Path | None:

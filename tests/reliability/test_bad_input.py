@@ -8,7 +8,9 @@ or reset anything would show in the snapshot of every counter, event and alert t
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,9 +20,11 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from usage_limits import increment_usage, set_usage
+from usage_limits.api.serializers import MAX_BATCH
+from usage_limits.backends import CounterKey
 from usage_limits.checks import check_settings
 from usage_limits.exceptions import (
     FeatureNotInPlan,
@@ -32,8 +36,14 @@ from usage_limits.exceptions import (
     WrongFeatureKind,
 )
 from usage_limits.models import Tenant, UsageAlert, UsageEvent, UsageRecord
+from usage_limits.periods import current_period
 from usage_limits.quantities import MAX_QUANTITY
-from usage_limits.testing.factories import TenantFactory, plan_with_limits
+from usage_limits.testing.factories import (
+    MembershipFactory,
+    TenantFactory,
+    UserFactory,
+    plan_with_limits,
+)
 
 from .figures import Figures
 from .stores import StoreTarget
@@ -118,14 +128,15 @@ IDEMPOTENCY_KEYS = [
 MATRIX = QUANTITIES + FEATURES + TENANTS + IDEMPOTENCY_KEYS
 
 # Filled in by the tests, read by the figures row at the end of the module.
-_checked: dict[str, int] = {"calls": 0, "moved": 0}
+_checked: dict[str, Counter[str]] = defaultdict(Counter)  # store name -> calls, moved
 
 
-def snapshot() -> tuple[list[tuple[Any, ...]], int, int]:
+def snapshot(store: StoreTarget) -> tuple[Any, ...]:
+    """Every counter row, event and alert, and whatever the store keeps outside the database."""
     counters = list(
         UsageRecord.objects.order_by("pk").values_list("pk", "tenant_id", "feature", "used")
     )
-    return counters, UsageEvent.objects.count(), UsageAlert.objects.count()
+    return counters, UsageEvent.objects.count(), UsageAlert.objects.count(), store.snapshot()
 
 
 @pytest.fixture
@@ -148,20 +159,23 @@ CELLS = [
 
 @pytest.mark.parametrize(("bad", "operation"), CELLS)
 def test_bad_input_gets_its_error_and_counts_nothing(
-    bad: Bad, operation: str, surface: Surface, busy_tenant: Tenant
+    bad: Bad, operation: str, store: StoreTarget, surface: Surface, busy_tenant: Tenant
 ) -> None:
     if operation not in surface.operations:
         pytest.skip(f"the {surface.name} surface has no {operation}")
-    before = snapshot()
+    reason = surface.inapplicable(bad.name)
+    if reason is not None:
+        pytest.skip(f"{bad.name} through the {surface.name}: {reason}")
+    before = snapshot(store)
     with pytest.raises(bad.error) as raised:
         surface.call(
             operation, bad.tenant(busy_tenant), bad.feature, bad.quantity, **dict(bad.options)
         )
-    _checked["calls"] += 1
+    _checked[store.name]["calls"] += 1
     assert str(raised.value), "the error must say what is wrong"
     assert isinstance(raised.value, UsageLimitsError)
-    moved = snapshot() != before
-    _checked["moved"] += moved
+    moved = snapshot(store) != before
+    _checked[store.name]["moved"] += moved
     assert not moved, "a refused call changed a counter, an event or an alert"
 
 
@@ -169,16 +183,23 @@ def test_an_increment_that_would_overflow_the_counter_is_refused(
     store: StoreTarget, surface: Surface
 ) -> None:
     """Near 2^63 SQLite would silently turn the counter into a float; every store refuses."""
+    if INCREMENT not in surface.operations:
+        pytest.skip(f"the {surface.name} surface does not record usage after the fact")
     tenant = TenantFactory(plan=plan_with_limits("HUGE", api_calls=10))
     for _ in range(1024):  # 1024 x (2^53 - 1) = 2^63 - 1024: still fits
-        surface.call(INCREMENT, tenant.pk, "api_calls", MAX_QUANTITY)
-    before = snapshot()
+        increment_usage(tenant.pk, "api_calls", MAX_QUANTITY)
+    before = snapshot(store)
     with pytest.raises(InvalidQuantity, match="overflow"):
         surface.call(INCREMENT, tenant.pk, "api_calls", MAX_QUANTITY)
+    assert snapshot(store) == before
     denied = surface.call(CONSUME, tenant.pk, "api_calls", MAX_QUANTITY)
     assert not denied.admitted
     assert denied.used == 1024 * MAX_QUANTITY
-    assert snapshot() == before
+    after = snapshot(store)  # (the API keeps a denied event's outcome in the ledger, by design)
+    assert (after[0], after[3]) == (before[0], before[3])
+    key = CounterKey(tenant.pk, "api_calls", current_period("monthly"))
+    assert store.stored(key) == 1024 * MAX_QUANTITY
+    store.flush()
     assert UsageRecord.objects.get(tenant=tenant).used == 1024 * MAX_QUANTITY
 
 
@@ -260,6 +281,60 @@ def test_a_malformed_setting_stops_the_project_from_starting() -> None:
         call_command("check")
 
 
+# --- bodies only the REST API takes: batches, and what is not JSON ------------------------------
+
+
+def _events(count: int, **bad: Any) -> list[dict[str, Any]]:
+    return [
+        {"feature": "api_calls", "quantity": 1, "idempotency_key": f"batch-{n}", **bad}
+        for n in range(count)
+    ]
+
+
+API_BODIES = [
+    # (name, raw body, the field in error, words of the message)
+    ("oversized batch", json.dumps(_events(MAX_BATCH + 1)), "non_field_errors", "at most 1000"),
+    ("empty batch", "[]", "non_field_errors", "empty"),
+    ("neither an object nor an array", "42", "non_field_errors", "JSON object"),
+    (
+        "a batch with one bad event",
+        json.dumps([*_events(3), {"feature": "api_calls", "quantity": -1, "idempotency_key": "x"}]),
+        "3",
+        "greater than or equal to 1",
+    ),
+    (
+        "NaN quantity (not JSON)",
+        '{"feature": "api_calls", "quantity": NaN, "idempotency_key": "k"}',
+        "non_field_errors",
+        "JSON parse error",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [(body, field, words) for _, body, field, words in API_BODIES],
+    ids=[name for name, _, _, _ in API_BODIES],
+)
+def test_the_api_refuses_a_bad_body_whole_and_counts_nothing(
+    body: str, field: str, words: str, store: StoreTarget, busy_tenant: Tenant
+) -> None:
+    user = UserFactory()
+    MembershipFactory(user=user, tenant=busy_tenant)
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    before = snapshot(store)
+    response = client.post("/api/usage/events/", body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    answer = response.json()
+    assert answer["success"] is False
+    assert words in json.dumps(answer["errors"][field]), answer
+    _checked[store.name]["calls"] += 1
+    moved = snapshot(store) != before
+    _checked[store.name]["moved"] += moved
+    assert not moved, "a refused batch changed a counter, an event or an alert"
+
+
 def test_matrix_figures(figures: Figures, store: StoreTarget) -> None:
     """Record how many refusals the matrix checked (runs last in this module)."""
     figures.record(
@@ -267,9 +342,9 @@ def test_matrix_figures(figures: Figures, store: StoreTarget) -> None:
         store.name,
         store.database_label(),
         surfaces=len(SURFACES),
-        values=len(MATRIX),
-        refused_calls=_checked["calls"],
-        counters_moved=_checked["moved"],
+        values=len(MATRIX) + len(API_BODIES),
+        refused_calls=_checked[store.name]["calls"],
+        counters_moved=_checked[store.name]["moved"],
         settings_rows=len(SETTINGS),
     )
-    assert _checked["moved"] == 0
+    assert _checked[store.name]["moved"] == 0

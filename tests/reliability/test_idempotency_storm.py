@@ -46,7 +46,8 @@ def test_one_key_delivered_fifty_times_at_once_counts_once(
     failures: list[str] = []
     counted = stored_total = replayed_total = 0
     started = time.perf_counter()
-    for storm in range(STORMS):
+    storms = surface.scaled(STORMS)
+    for storm in range(storms):
         tenant_id = TenantFactory(plan=plan).pk
         event = f"evt_{storm:04d}_{operation}"
 
@@ -79,15 +80,15 @@ def test_one_key_delivered_fifty_times_at_once_counts_once(
         store.database_label(),
         variant=operation,
         surface=surface.name,
-        storms=STORMS,
+        storms=storms,
         threads=DELIVERIES,
-        deliveries=STORMS * DELIVERIES,
+        deliveries=storms * DELIVERIES,
         counted=counted,
         replayed=replayed_total,
-        units=STORMS * QUANTITY,
+        units=storms * QUANTITY,
         stored=stored_total,
-        doubled=max(stored_total - STORMS * QUANTITY, 0),
-        lost=max(STORMS * QUANTITY - stored_total, 0),
+        doubled=max(stored_total - storms * QUANTITY, 0),
+        lost=max(storms * QUANTITY - stored_total, 0),
         seconds=round(time.perf_counter() - started, 1),
     )
     assert not failures, "\n".join(failures)

@@ -5,6 +5,9 @@ whose limit is drawn between 1 and 40. Exactly ``min(limit, 32)`` may be admitte
 requests must have seen the distinct counter values 1..admitted (no two were told the same
 count), every denial must say "quota exceeded", and the persisted counter must equal the number
 admitted.
+
+On a store that writes its counters behind to the database (Redis), the flush then runs once over
+every trial's counter and each ``UsageRecord`` row must equal the counter in the store.
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
     figures: Figures,
 ) -> None:
     rng = random.Random(SEED)
+    trials = surface.scaled(TRIALS)
     crew = crew_of(CONSUMERS)
     plans: dict[int, Plan] = {}
     failures: list[str] = []
     attempts = admitted_total = expected_total = stored_total = 0
     over = under = lost = doubled = 0
+    keys: list[CounterKey] = []
     started = time.perf_counter()
-    for trial in range(TRIALS):
+    for trial in range(trials):
         limit = rng.randint(*LIMITS)
         if limit not in plans:
             plans[limit] = plan_with_limits(f"LIMIT{limit}", api_calls=limit)
@@ -59,6 +64,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         admitted = [o for o in outcomes if o.admitted]
         expected = min(limit, CONSUMERS)
         key = CounterKey(tenant_id, "api_calls", current_period("monthly"))
+        keys.append(key)
         stored = store.stored(key)
         seen = sorted(o.used for o in admitted if o.used is not None)
 
@@ -79,6 +85,9 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
             problems.append(f"admitted requests saw {seen}")
         if problems:
             failures.append(f"trial {trial} (limit {limit}): " + "; ".join(problems))
+    seconds = round(time.perf_counter() - started, 1)
+    flushed = store.flush()
+    mismatches = store.record_mismatches(keys) if flushed is not None else []
 
     figures.record(
         "over_admission",
@@ -86,7 +95,7 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         store.database_label(),
         variant="1 unit each",
         surface=surface.name,
-        trials=TRIALS,
+        trials=trials,
         threads=CONSUMERS,
         attempts=attempts,
         expected_admitted=expected_total,
@@ -97,11 +106,14 @@ def test_concurrent_consumers_never_exceed_a_random_limit(
         lost=lost,
         doubled=doubled,
         failed_trials=len(failures),
-        seconds=round(time.perf_counter() - started, 1),
+        flushed=flushed,
+        record_mismatches=None if flushed is None else len(mismatches),
+        seconds=seconds,
     )
-    assert not failures, f"{len(failures)} of {TRIALS} trials went wrong:\n" + "\n".join(
+    assert not failures, f"{len(failures)} of {trials} trials went wrong:\n" + "\n".join(
         failures[:20]
     )
+    assert not mismatches, "the flushed database copy differs:\n" + "\n".join(mismatches[:20])
 
 
 MIXED_TRIALS = 50
@@ -122,12 +134,14 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
     in what was left at the end (otherwise a unit was refused that the limit allowed).
     """
     rng = random.Random(SEED + 1)
+    trials = surface.scaled(MIXED_TRIALS)
     crew = crew_of(CONSUMERS)
     plans: dict[int, Plan] = {}
     failures: list[str] = []
     units_asked = units_admitted = stored_total = unfair = over = 0
+    keys: list[CounterKey] = []
     started = time.perf_counter()
-    for trial in range(MIXED_TRIALS):
+    for trial in range(trials):
         limit = rng.randint(*MIXED_LIMITS)
         asks = [rng.randint(*QUANTITIES) for _ in range(CONSUMERS)]
         if limit not in plans:
@@ -139,7 +153,8 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
 
         outcomes = crew.run(work)
         admitted = sum(q for q, o in zip(asks, outcomes, strict=True) if o.admitted)
-        stored = store.stored(CounterKey(tenant_id, "api_calls", current_period("monthly")))
+        keys.append(CounterKey(tenant_id, "api_calls", current_period("monthly")))
+        stored = store.stored(keys[-1])
         refused_but_fitting = [
             q for q, o in zip(asks, outcomes, strict=True) if not o.admitted and stored + q <= limit
         ]
@@ -153,6 +168,9 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
                 f"trial {trial} (limit {limit}): admitted {admitted} units, stored {stored}, "
                 f"refused although they fitted: {refused_but_fitting}"
             )
+    seconds = round(time.perf_counter() - started, 1)
+    flushed = store.flush()
+    mismatches = store.record_mismatches(keys) if flushed is not None else []
 
     figures.record(
         "over_admission",
@@ -160,9 +178,9 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
         store.database_label(),
         variant="quantities 1-5",
         surface=surface.name,
-        trials=MIXED_TRIALS,
+        trials=trials,
         threads=CONSUMERS,
-        attempts=MIXED_TRIALS * CONSUMERS,
+        attempts=trials * CONSUMERS,
         units_asked=units_asked,
         admitted=units_admitted,
         stored=stored_total,
@@ -171,6 +189,9 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
         doubled=max(stored_total - units_admitted, 0),
         unfair_denials=unfair,
         failed_trials=len(failures),
-        seconds=round(time.perf_counter() - started, 1),
+        flushed=flushed,
+        record_mismatches=None if flushed is None else len(mismatches),
+        seconds=seconds,
     )
     assert not failures, "\n".join(failures[:20])
+    assert not mismatches, "the flushed database copy differs:\n" + "\n".join(mismatches[:20])

@@ -11,6 +11,9 @@ seen by all of them from that instant. Afterwards:
   carry over;
 * the new period started at zero with no job or command run: its admitted requests saw 1..n.
 
+On the Redis store the rows are written by the flush (run here as production would, after the
+load); each row must then equal the counter read straight from Redis.
+
 The boundaries cover a calendar month, a year end, a billing month anchored on the 31st (clamped
 to February 28) and a day in Europe/Berlin that is 23 hours long (DST).
 """
@@ -30,7 +33,9 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
+from usage_limits.backends import CounterKey
 from usage_limits.models import Plan, UsageRecord
+from usage_limits.periods import Period
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
 from .crew import Crew
@@ -96,6 +101,7 @@ def straddle(
     case: Boundary,
     traveller: time_machine.Coordinates,
     crew: Crew,
+    store: StoreTarget,
     surface: Surface,
     plan: Plan,
     move_at: int,
@@ -121,7 +127,12 @@ def straddle(
 
     timed = [pair for batch in crew.run(work) for pair in batch]
     outcomes = [o for _, o in timed]
-    rows = UsageRecord.objects.filter(tenant=tenant, feature="api_calls")
+    store.flush()
+    rows = list(UsageRecord.objects.filter(tenant=tenant, feature="api_calls"))
+    for row in rows:
+        period = Period(case.period, row.period_key, row.period_start, row.period_end)
+        in_store = store.stored(CounterKey(tenant.pk, "api_calls", period))
+        assert row.used == in_store, (row.period_key, row.used, in_store)
     tally = Tally(
         attempts=Counter(str(o.period_key) for o in outcomes),
         admitted=Counter(str(o.period_key) for o in outcomes if o.admitted),
@@ -163,7 +174,7 @@ def test_consumes_straddling_a_boundary_land_in_their_own_period(
         crew = crew_of(THREADS)
         rounds = [point for point in MOVE_POINTS for _ in range(ROUNDS_PER_POINT)]
         for move_at in rounds:
-            tally = straddle(case, traveller, crew, surface, plan, move_at)
+            tally = straddle(case, traveller, crew, store, surface, plan, move_at)
             total.attempts += tally.attempts
             total.admitted += tally.admitted
             total.stored += tally.stored

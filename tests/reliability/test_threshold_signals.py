@@ -65,9 +65,10 @@ def test_each_level_is_announced_once_under_concurrency(
     expected: Counter[tuple[str, int, int]] = Counter()
     signals.threshold_crossed.connect(on_threshold)
     signals.quota_exceeded.connect(on_exceeded)
+    trials = surface.scaled(TRIALS)
     started = time.perf_counter()
     try:
-        for _ in range(TRIALS):
+        for _ in range(trials):
             limit = rng.randint(20, 40)
             start = rng.randint(0, limit * 8 // 10 - 1)
             if limit not in plans:
@@ -97,7 +98,7 @@ def test_each_level_is_announced_once_under_concurrency(
         store.name,
         store.database_label(),
         surface=surface.name,
-        trials=TRIALS,
+        trials=trials,
         threads=THREADS,
         expected_signals=sum(expected.values()),
         signals=len(received),

@@ -8,17 +8,32 @@ every edge of the app sends.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from usage_limits.denials import store_unavailable_payload
+from usage_limits.enforcement import STORE_ERRORS
+
+logger = logging.getLogger("usage_limits")
 
 INVALID_MESSAGE = "The request is not valid; see errors."
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler (status, headers such as ``WWW-Authenticate``), with the app's body."""
+    """DRF's handler (status, headers such as ``WWW-Authenticate``), with the app's body.
+
+    A store that cannot answer (Redis down with ``REDIS_FAIL_MODE = "closed"``, a database
+    connection that dropped) is a 503 with the body every edge sends, never a 500 page.
+    """
+    if isinstance(exc, STORE_ERRORS):
+        logger.warning("usage_limits: store unavailable (%s), API refused with 503", exc)
+        set_rollback()
+        return Response(store_unavailable_payload(), status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response

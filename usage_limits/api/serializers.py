@@ -99,7 +99,10 @@ class MetadataField(serializers.DictField):
 
 
 class UsageEventSerializer(serializers.Serializer[Any]):
-    feature = StrictCharField(max_length=MAX_FEATURE_LENGTH, help_text="e.g. api_calls")
+    # Not trimmed: " api_calls" is not a feature name (the engine refuses it too).
+    feature = StrictCharField(
+        max_length=MAX_FEATURE_LENGTH, trim_whitespace=False, help_text="e.g. api_calls"
+    )
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
     idempotency_key = StrictCharField(
         max_length=MAX_IDEMPOTENCY_KEY_LENGTH,

@@ -40,6 +40,7 @@ from usage_limits.events import UsageEventInput
 from usage_limits.exceptions import (
     FeatureNotInPlan,
     InvalidEvents,
+    InvalidQuantity,
     UnknownFeature,
     UnknownTenant,
     WrongFeatureKind,
@@ -273,6 +274,8 @@ class UsageEventsView(UsageAPIView):
             ) from exc
         except UnknownTenant as exc:  # deleted while the request ran
             raise not_found("No such tenant.") from exc
+        except InvalidQuantity as exc:  # the counter would overflow: nothing was counted
+            raise invalid({"quantity" if single else "non_field_errors": [str(exc)]}) from exc
         keys = [str(event.idempotency_key) for event in events]
         if single:
             return self._single(decisions[0], keys[0])

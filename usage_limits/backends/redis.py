@@ -53,7 +53,7 @@ from usage_limits.backends.redis_client import (
 from usage_limits.backends.redis_keys import DayField, DirtyField, RedisKeys
 from usage_limits.backends.redis_scripts import ASSIGN, CHANGE, DENIED, MISSING, READ_DAYS
 from usage_limits.conf import conf
-from usage_limits.exceptions import StoreUnavailable
+from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
 from usage_limits.models import UsageDailyBucket, UsageRecord
 from usage_limits.periods import ALL_TIME, Period
 
@@ -89,6 +89,9 @@ class _Today:
     ends: float
     expire_at: float  # when its buckets may leave Redis (Unix time)
 
+
+# Redis's reply when INCRBY/DECRBY would leave the 64-bit range (nothing was changed).
+_OVERFLOW_REPLY = "increment or decrement would overflow"
 
 # Even a counter whose period ended long ago lives this long once seeded, so a late write is
 # still flushed rather than created already expired.
@@ -170,6 +173,13 @@ class RedisStore(UsageStore):
                 result = operation()
             except redis_errors.RedisError as exc:
                 if not is_outage(exc):
+                    if _OVERFLOW_REPLY in str(exc):
+                        # INCRBY refuses to pass 2**63 - 1 and changes nothing: the same answer
+                        # as the database store's guard, not a Redis error for the caller.
+                        raise InvalidQuantity(
+                            f"Counting would overflow the usage counter's maximum of "
+                            f"{2**63 - 1} ({what}); nothing was counted."
+                        ) from exc
                     raise
                 self.breaker.record_failure()
                 error = exc
