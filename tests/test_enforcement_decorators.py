@@ -61,6 +61,20 @@ def test_fourth_request_is_429_and_an_upgrade_lets_the_next_one_through(
     assert used(limited_tenant) == 4  # unlimited still counts, for the usage page
 
 
+@pytest.mark.parametrize("sent", ["0.0", "false", "null", "-1", "1.5", "true"])
+def test_a_quantity_that_is_not_a_whole_number_is_refused_and_counts_nothing(
+    client: Client, member: AbstractBaseUser, limited_tenant: Tenant, sent: str
+) -> None:
+    client.force_login(member)
+    response = client.get("/fn/unvalidated-quantity/", {"n": sent})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_quantity"
+    assert used(limited_tenant) == 0
+    # Only the integer 0 means "nothing to count" and lets the request through.
+    assert client.get("/fn/unvalidated-quantity/", {"n": "0"}).status_code == 200
+    assert used(limited_tenant) == 0
+
+
 @run_async
 async def test_seeds_scenario_on_an_async_view(
     async_client: AsyncClient, member: AbstractBaseUser, limited_tenant: Tenant

@@ -50,8 +50,9 @@ def require_quota(
     run and the client gets 429 (402 when the subscription is inactive), as JSON or an HTML page.
 
     ``quantity`` is a whole number or a callable ``(request) -> int`` (bytes uploaded, tokens
-    asked for; 0 counts nothing). ``count="success"`` gives the units back when the view raises or
-    answers with a status listed in ``USAGE_LIMITS["NOT_BILLABLE_STATUSES"]`` (4xx and 5xx).
+    asked for; the integer 0 counts nothing). ``count="success"`` gives the units back when the
+    view raises or answers with a status listed in ``USAGE_LIMITS["NOT_BILLABLE_STATUSES"]``
+    (4xx and 5xx).
     """
     rule = QuotaRule(feature, quantity, count)
 

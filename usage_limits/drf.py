@@ -59,6 +59,7 @@ from usage_limits.enforcement import (
     STORE_ERRORS,
     QuotaRule,
     apply_ratelimit_headers,
+    counts_nothing,
     feature_problem,
     is_billable,
     record_decision,
@@ -227,7 +228,7 @@ def _consume(view: APIView, request: Request, rule: QuotaRule) -> Decision | Non
     if tenant is None:
         return None
     quantity = rule.quantity_for(http_request)
-    if quantity == 0:
+    if counts_nothing(quantity):
         return None
     try:
         decision = consume(tenant, rule.feature, quantity)

@@ -98,6 +98,15 @@ class QuotaRule:
         return self.quantity
 
 
+def counts_nothing(quantity: object) -> bool:
+    """Whether a quantity callable's answer is a whole-number zero (an empty upload, say).
+
+    Only the integer 0 passes the request through uncounted; ``0.0``, ``False`` or ``None`` are
+    not quantities, and the engine refuses them (400 ``invalid_quantity``).
+    """
+    return type(quantity) is int and quantity == 0
+
+
 # --- what a request went through -----------------------------------------------------------------
 
 
@@ -174,7 +183,7 @@ def _admit(request: HttpRequest, rule: QuotaRule, record_event: bool) -> _Admiss
         admission.refusal = refusal
         return admission
     quantity = rule.quantity_for(request)
-    if quantity == 0:  # e.g. an empty upload: nothing to count, nothing to refuse
+    if counts_nothing(quantity):  # e.g. an empty upload: nothing to count, nothing to refuse
         return admission
     options: dict[str, Any] = {}
     if record_event:

@@ -18,6 +18,7 @@ urlpatterns = [
     path("fn/async-quota/", views.async_quota_view),
     path("fn/quantity/", views.quantity_view),
     path("fn/async-quantity/", views.async_quantity_view),
+    path("fn/unvalidated-quantity/", views.unvalidated_quantity_view),
     path("fn/success/", views.success_view),
     path("fn/async-success/", views.async_success_view),
     path("fn/project/", views.project_view),

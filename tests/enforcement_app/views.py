@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import View
@@ -70,6 +71,18 @@ def quantity_view(request: HttpRequest) -> HttpResponse:
 
 @require_quota("api_calls", quantity=quantity_from_query)
 async def async_quantity_view(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"success": True})
+
+
+def quantity_as_sent(request: HttpRequest) -> int:
+    # Whatever JSON value the client sent (0, 0.0, false, null...), unconverted: a site's
+    # callable that forgets to validate.
+    value: int = json.loads(request.GET["n"])
+    return value
+
+
+@require_quota("api_calls", quantity=quantity_as_sent)
+def unvalidated_quantity_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"success": True})
 
 
