@@ -46,12 +46,19 @@ _MAX_ID_DIGITS = 18
 _RESOLVED = "_usage_limits_tenant"
 
 
+@functools.lru_cache(maxsize=16)
+def _meta_key(header: str) -> str:
+    # request.headers would build a dict of every header on each request only to read this one.
+    name = header.upper().replace("-", "_")
+    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
+
+
 def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
     header = conf.TENANT_HEADER
-    asked = request.headers.get(header, "").strip() if header else ""
+    asked = str(request.META.get(_meta_key(header), "")).strip() if header else ""
     # The answer is remembered per process until a tenant, a plan or a membership changes
     # anywhere (the shared generation token of usage_limits.rules, already read by the engine
     # on every check): without it, this query would cost more than the quota check itself.
