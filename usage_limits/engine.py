@@ -148,6 +148,33 @@ def _decision(
     )
 
 
+class _OutsideChanges:
+    """Counter changes a database rollback does not undo (the Redis store's), noted while a unit
+    of work runs in a transaction, and taken back if that unit of work fails.
+
+    Without this, a ledger write that fails after Redis counted (a dropped connection, a key
+    race that makes a batch run again) would leave the units counted, and the caller's retry
+    with the same idempotency key would count them a second time.
+    """
+
+    __slots__ = ("made",)
+
+    def __init__(self) -> None:
+        self.made: list[tuple[CounterKey, CounterChange]] = []
+
+    def note(self, key: CounterKey, change: CounterChange) -> CounterChange:
+        if change.applied and change.outside_transaction:
+            self.made.append((key, change))
+        return change
+
+    def undo(self) -> None:
+        if self.made:
+            store = get_store()
+            for key, change in reversed(self.made):
+                store.undo(key, change)
+            self.made.clear()
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 
@@ -350,34 +377,40 @@ def _count_once(
             f"An idempotency key is a string of 1 to 100 characters, got {idempotency_key!r:.120}."
         )
     alias = conf.DATABASE_ALIAS
-    with transaction.atomic(using=alias):
-        try:
-            with transaction.atomic(using=alias):
-                event = UsageEvent.objects.using(alias).create(
-                    tenant_id=rules.tenant_id,
-                    feature=rule.feature,
-                    quantity=quantity,
-                    idempotency_key=idempotency_key,
-                    timestamp=timezone.now(),
-                    period_key=period.key,
-                    metadata=dict(metadata or {}),
+    key = CounterKey(rules.tenant_id, rule.feature, period)
+    outside = _OutsideChanges()
+    try:
+        with transaction.atomic(using=alias):
+            try:
+                with transaction.atomic(using=alias):
+                    event = UsageEvent.objects.using(alias).create(
+                        tenant_id=rules.tenant_id,
+                        feature=rule.feature,
+                        quantity=quantity,
+                        idempotency_key=idempotency_key,
+                        timestamp=timezone.now(),
+                        period_key=period.key,
+                        metadata=dict(metadata or {}),
+                    )
+            except IntegrityError:
+                # Seen before (possibly a moment ago, by a request that held the key until it
+                # committed): answer with the original outcome and count nothing.
+                original = UsageEvent.objects.using(alias).get(
+                    tenant_id=rules.tenant_id, idempotency_key=idempotency_key
                 )
-        except IntegrityError:
-            # Seen before (possibly a moment ago, by a request that held the key until it
-            # committed): answer with the original outcome and count nothing.
-            original = UsageEvent.objects.using(alias).get(
-                tenant_id=rules.tenant_id, idempotency_key=idempotency_key
+                replay = _replayed(rules, rule, period, original)
+                return replay, CounterChange(False, replay.used, replay.used)
+            change: CounterChange = outside.note(key, apply())
+            UsageEvent.objects.using(alias).filter(pk=event.pk).update(
+                accepted=change.applied,
+                used_after=change.after,
+                report_state=UsageEvent.ReportState.PENDING
+                if billable and change.applied
+                else UsageEvent.ReportState.NOT_REPORTED,
             )
-            replay = _replayed(rules, rule, period, original)
-            return replay, CounterChange(False, replay.used, replay.used)
-        change: CounterChange = apply()
-        UsageEvent.objects.using(alias).filter(pk=event.pk).update(
-            accepted=change.applied,
-            used_after=change.after,
-            report_state=UsageEvent.ReportState.PENDING
-            if billable and change.applied
-            else UsageEvent.ReportState.NOT_REPORTED,
-        )
+    except BaseException:
+        outside.undo()  # the event row is gone: so must be what was counted with it
+        raise
     return None, change
 
 
@@ -395,21 +428,28 @@ def _count_billable(
     and so writes no row.
     """
     alias = conf.DATABASE_ALIAS
-    with transaction.atomic(using=alias):
-        change: CounterChange = apply()
-        if change.applied:
-            UsageEvent.objects.using(alias).create(
-                tenant_id=rules.tenant_id,
-                feature=rule.feature,
-                quantity=quantity,
-                idempotency_key=uuid.uuid4().hex,
-                timestamp=timezone.now(),
-                period_key=period.key,
-                accepted=True,
-                used_after=change.after,
-                metadata=dict(metadata or {}),
-                report_state=UsageEvent.ReportState.PENDING,
+    outside = _OutsideChanges()
+    try:
+        with transaction.atomic(using=alias):
+            change: CounterChange = outside.note(
+                CounterKey(rules.tenant_id, rule.feature, period), apply()
             )
+            if change.applied:
+                UsageEvent.objects.using(alias).create(
+                    tenant_id=rules.tenant_id,
+                    feature=rule.feature,
+                    quantity=quantity,
+                    idempotency_key=uuid.uuid4().hex,
+                    timestamp=timezone.now(),
+                    period_key=period.key,
+                    accepted=True,
+                    used_after=change.after,
+                    metadata=dict(metadata or {}),
+                    report_state=UsageEvent.ReportState.PENDING,
+                )
+    except BaseException:
+        outside.undo()  # no ledger row, so nothing billed: nothing counted either
+        raise
     return change
 
 
@@ -468,17 +508,24 @@ def record_events(
         return []
     alias = conf.DATABASE_ALIAS
     for _attempt in range(_BATCH_ATTEMPTS):
+        outside = _OutsideChanges()
         try:
             with transaction.atomic(using=alias):
-                return _record_batch(rules, events, periods, now)
+                return _record_batch(rules, events, periods, now, outside)
         except IntegrityError:
+            # A concurrent batch committed one of the keys first: run again, seeing it replayed.
+            outside.undo()
             continue
         except (OperationalError, StoreUnavailable) as exc:
             # InnoDB may pick a batch as the victim of a lock cycle on a key's index entry (the
             # first use of a period, duplicate-key checks); the whole transaction was rolled
             # back, so running it again is safe. (The store reports it as StoreUnavailable.)
+            outside.undo()
             if not _is_deadlock(exc):
                 raise
+        except BaseException:
+            outside.undo()
+            raise
     logger.warning("usage_limits: a batch of %d events kept losing key races", len(events))
     return [_record_alone(rules.tenant_id, event) for event in events]
 
@@ -508,6 +555,7 @@ def _record_batch(
     events: list[UsageEventInput],
     periods: Mapping[str, Period],
     now: datetime,
+    outside: _OutsideChanges,
 ) -> list[Decision]:
     alias = conf.DATABASE_ALIAS
     keys = {e.idempotency_key for e in events if e.idempotency_key is not None}
@@ -552,7 +600,7 @@ def _record_batch(
         period = periods[feature]
         indices = to_count[feature]
         group = [events[i] for i in indices]
-        changes = _count_group(CounterKey(rules.tenant_id, feature, period), rule, group)
+        changes = _count_group(CounterKey(rules.tenant_id, feature, period), rule, group, outside)
         for index, event, change in zip(indices, group, changes, strict=True):
             results[index] = _decision(
                 rules,
@@ -608,7 +656,7 @@ def _is_deadlock(exc: BaseException) -> bool:
 
 
 def _count_group(
-    key: CounterKey, rule: FeatureRule, events: list[UsageEventInput]
+    key: CounterKey, rule: FeatureRule, events: list[UsageEventInput], outside: _OutsideChanges
 ) -> list[CounterChange]:
     """Count one feature's events of a batch: one store statement when they all fit."""
     store = get_store()
@@ -616,17 +664,20 @@ def _count_group(
     total = sum(quantities)
     if total <= MAX_QUANTITY:
         if rule.limit is None or not any(e.enforce for e in events):
-            return _split(store.increment(key, total), quantities)
+            return _split(outside.note(key, store.increment(key, total)), quantities)
         if all(e.enforce for e in events):
-            change = store.consume(key, total, rule.limit)
+            change = outside.note(key, store.consume(key, total, rule.limit))
             if change.applied:
                 return _split(change, quantities)
     # Some do not fit (or enforced and recorded events are mixed): each in turn, in batch order,
     # so the ones that fit are counted and the rest are denied exactly as consume() would.
     return [
-        store.consume(key, e.quantity, rule.limit)
-        if e.enforce
-        else store.increment(key, e.quantity)
+        outside.note(
+            key,
+            store.consume(key, e.quantity, rule.limit)
+            if e.enforce
+            else store.increment(key, e.quantity),
+        )
         for e in events
     ]
 

@@ -59,6 +59,10 @@ class CounterChange:
     applied: bool
     before: int
     after: int
+    # True when the change was made where a rollback of the caller's database transaction does
+    # not reach (the Redis store): the engine then takes it back itself if that transaction fails
+    # (see UsageStore.undo).
+    outside_transaction: bool = False
 
 
 class UsageStore(ABC):
@@ -90,6 +94,17 @@ class UsageStore(ABC):
     @abstractmethod
     def get(self, key: CounterKey) -> int:
         """The current value (0 when the counter was never written)."""
+
+    def undo(self, key: CounterKey, change: CounterChange) -> None:
+        """Take back ``change`` after the database transaction it belonged to rolled back.
+
+        The engine counts under an idempotency key, for a billed feature or in a batch inside a
+        database transaction with the ledger rows; if that transaction fails, a change that it
+        did not carry (``change.outside_transaction``) must not stay counted, or a retry with the
+        same key would count twice. Stores whose changes live in the database transaction have
+        nothing to do: the rollback undid them.
+        """
+        return None
 
     def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
         """Current values of several counters; stores override this with one round trip."""

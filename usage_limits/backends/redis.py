@@ -295,7 +295,26 @@ class RedisStore(UsageStore):
         status, before, after = int(reply[0]), int(reply[1]), int(reply[2])
         if status == DENIED:
             return CounterChange(applied=False, before=before, after=before)
-        return CounterChange(applied=True, before=before, after=after)
+        return CounterChange(applied=True, before=before, after=after, outside_transaction=True)
+
+    def undo(self, key: CounterKey, change: CounterChange) -> None:
+        if not (change.applied and change.outside_transaction):
+            return  # counted in the database (fail open): the rollback undid it
+        quantity = change.after - change.before
+        if quantity <= 0:
+            return
+        try:
+            # Straight to Redis, never the fail mode's database fallback: the units are in Redis.
+            self._change(key, "r", quantity, None)
+        except Exception:
+            logger.exception(
+                "usage_limits: %s unit(s) of %s counted in Redis for tenant %s could not be taken "
+                "back after the database transaction they belonged to failed; the counter is "
+                "that much too high until corrected (reset or set_usage).",
+                quantity,
+                key.feature,
+                key.tenant_id,
+            )
 
     def _seed_and_change(self, key: CounterKey, keys: list[str], args: list[Any]) -> list[int]:
         """Copy the database's value into Redis (if still missing) and run the change.
