@@ -51,6 +51,9 @@ def test_usage_in_the_seeds_shape_with_the_meter_fields(tenant: Tenant) -> None:
     assert features["projects"]["current"] == 2
     assert features["projects"]["resets_at"] is None
     assert features["advanced_analytics"]["included"] is False
+    # Not included is not "used up": no percentage, no red level for a boolean feature.
+    assert features["advanced_analytics"]["percent"] == 0
+    assert features["advanced_analytics"]["level"] == "ok"
 
 
 def test_unlimited_features_say_so(pro_plan: object) -> None:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from usage_limits.levels import Level, percent_used, usage_level
+from usage_limits.models import FeatureKind
 from usage_limits.periods import Period
 
 
@@ -82,6 +83,20 @@ class FeatureUsage(_Measured):
     @property
     def resets_at(self) -> datetime | None:
         return None if self.period is None else self.period.end
+
+    # A boolean feature is included or not (``included``); it has no usage to measure, so it is
+    # never "100 % used" or red, which an API client would read as a quota used up.
+    @property
+    def percent(self) -> float:
+        if self.kind == FeatureKind.BOOLEAN:
+            return 0.0
+        return percent_used(self.used, self.limit)
+
+    @property
+    def level(self) -> Level:
+        if self.kind == FeatureKind.BOOLEAN:
+            return Level.OK
+        return usage_level(self.used, self.limit)
 
     def as_dict(self) -> dict[str, Any]:
         """The seeds' ``GET /api/usage`` item, with the extra fields the meters need."""
