@@ -17,6 +17,7 @@ from tests.concurrency import run_in_threads
 from usage_limits import consume, get_usage, reset_usage
 from usage_limits.models import Plan, ResetMode, Tenant, UsageRecord, UsageReset
 from usage_limits.resets import reset_expired, set_reset_mode
+from usage_limits.responses import ratelimit_headers
 from usage_limits.signals import usage_reset
 from usage_limits.testing.factories import TenantFactory, UserFactory, plan_with_limits
 
@@ -102,6 +103,22 @@ def scheduled(free_plan: Plan, clock: time_machine.Coordinates) -> Tenant:
     assert (report.checked, report.pinned, report.moved) == (1, 1, 0)
     assert counting_since(tenant) == dt.datetime(2026, 3, 1, tzinfo=UTC)
     return tenant
+
+
+def test_a_denial_while_the_scheduled_reset_is_due_asks_for_a_short_wait(
+    scheduled: Tenant, clock: time_machine.Coordinates, settings: Any
+) -> None:
+    assert consume(scheduled, "api_calls", 100).allowed
+    clock.move_to(APRIL_2)  # March is over; the job has not run yet
+    decision = consume(scheduled, "api_calls")
+    assert not decision.allowed
+    assert decision.period.key == "2026-03"
+    headers = ratelimit_headers(decision)
+    # Not 0 (the period's end is behind us): that would send clients straight back.
+    assert headers["Retry-After"] == "60"
+    assert headers["RateLimit"].endswith(";t=60")
+    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "OVERDUE_RETRY_AFTER": 300}
+    assert ratelimit_headers(decision)["Retry-After"] == "300"
 
 
 def test_scheduled_mode_keeps_counting_in_the_old_period_until_the_job_runs(

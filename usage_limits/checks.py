@@ -240,6 +240,16 @@ def _check_periods_and_modes(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 "e.g. 7",
             )
         )
+    overdue = raw.get("OVERDUE_RETRY_AFTER", DEFAULTS["OVERDUE_RETRY_AFTER"])
+    if isinstance(overdue, bool) or not isinstance(overdue, int) or not 1 <= overdue <= 86_400:
+        errors.append(
+            _error(
+                92,
+                f"USAGE_LIMITS['OVERDUE_RETRY_AFTER'] = {overdue!r} must be a whole number of "
+                "seconds from 1 to 86400.",
+                "e.g. 60: how long a client waits while a scheduled reset is due",
+            )
+        )
     timeout = raw.get("CACHE_TIMEOUT", DEFAULTS["CACHE_TIMEOUT"])
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
         # Read with int() on every call: anything else would fail every check at run time.

@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     # the key itself never goes into settings files
     "RESET_API_KEY_ENV": "USAGE_LIMITS_RESET_API_KEY",
     "PAST_DUE_GRACE_DAYS": 7,
+    # seconds a denied client is told to wait when its period has ended but the scheduled reset
+    # job has not run yet (reset mode "scheduled"): the period's end is then in the past
+    "OVERDUE_RETRY_AFTER": 60,
     "STORE": "usage_limits.backends.database.DatabaseStore",
     # the database alias the counters are written through (see docs/architecture.md)
     "DATABASE_ALIAS": "default",
@@ -160,6 +163,10 @@ class UsageLimitsSettings:
     @property
     def PAST_DUE_GRACE_DAYS(self) -> int:
         return int(self.get("PAST_DUE_GRACE_DAYS"))
+
+    @property
+    def OVERDUE_RETRY_AFTER(self) -> int:
+        return int(self.get("OVERDUE_RETRY_AFTER"))
 
     @property
     def STORE(self) -> str:

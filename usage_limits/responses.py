@@ -41,7 +41,19 @@ def status_code(decision: Decision) -> int:
 def retry_after_seconds(decision: Decision, now: datetime | None = None) -> int | None:
     if decision.reason != DenialReason.QUOTA_EXCEEDED:
         return None
-    return decision.period.seconds_until_end(now or timezone.now())
+    return _seconds_until_reset(decision, now or timezone.now())
+
+
+def _seconds_until_reset(decision: Decision, now: datetime) -> int | None:
+    """Seconds until the period ends, or ``OVERDUE_RETRY_AFTER`` once it is over.
+
+    A period is over while still counted in only under the scheduled reset mode, until the job
+    moves the tenant on: "0 seconds" would send clients straight back into a denial, in a loop.
+    """
+    seconds = decision.period.seconds_until_end(now)
+    if seconds == 0 and decision.period.end is not None:
+        return conf.OVERDUE_RETRY_AFTER
+    return seconds
 
 
 def ratelimit_headers(decision: Decision, now: datetime | None = None) -> dict[str, str]:
@@ -53,7 +65,7 @@ def ratelimit_headers(decision: Decision, now: datetime | None = None) -> dict[s
     policy = f"{name};q={decision.limit}"
     state = f"{name};r={decision.remaining}"
     length = decision.period.length_seconds
-    until_end = decision.period.seconds_until_end(now)
+    until_end = _seconds_until_reset(decision, now)
     if length is not None:
         policy += f";w={length}"
     if until_end is not None:
