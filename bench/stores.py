@@ -13,7 +13,7 @@ django-ratelimit's ``key="user"`` reads the user that authentication set. Before
 request forgets what enforcement noted on it (the resolved tenant, the decisions behind the
 RateLimit headers), so each call resolves its tenant and builds its headers as a new request
 would. One more row uses the default resolver (the signed-in user's membership: one query the first
-time, then remembered by the process until a membership, tenant or user changes).
+time, then remembered by the process until a membership, tenant or plan changes).
 
 The hot-counter rows drive one tenant's counter from 2 processes, each running ``--hot-threads``
 threads (1 by default; web workers serve several threads each) that call ``consume`` back to

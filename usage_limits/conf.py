@@ -207,8 +207,7 @@ class UsageLimitsSettings:
 
         The engine asks this on every count, so it stays a couple of dictionary lookups.
         """
-        billing = _user_settings().get("BILLING")
-        meters = billing.get("METERS") if isinstance(billing, Mapping) else None
+        meters = self.BILLING.get("METERS")
         meter = meters.get(feature) if isinstance(meters, Mapping) else None
         return str(meter) if meter else None
 

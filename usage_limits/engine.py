@@ -96,8 +96,8 @@ _recent_periods: dict[tuple[str, str, datetime | None], Period] = {}
 def _period_containing(name: str, now: datetime, tz: str, anchor: datetime) -> Period:
     memo_key = (name, tz, anchor if name == "billing_monthly" else None)
     period = _recent_periods.get(memo_key)
-    if period is not None and period.start <= now and (period.end is None or now < period.end):
-        return period  # (Period.contains without its argument check: the hot path)
+    if period is not None and period.contains(now):
+        return period
     period = period_containing(name, now, tz=tz, anchor=anchor)
     if len(_recent_periods) > 10_000:
         _recent_periods.clear()

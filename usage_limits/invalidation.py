@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -63,11 +62,3 @@ def membership_changed(
 ) -> None:
     # The request tenants remembered by usage_limits.tenancy depend on memberships.
     _after_commit(forget_memberships)
-
-
-@receiver([post_save, post_delete], dispatch_uid="usage_limits_user_changed")
-def user_changed(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
-    # A new user row may reuse the primary key of one that was deleted or rolled back, and the
-    # resolver remembers tenants by user id: start afresh whenever a user is created or deleted.
-    if sender is get_user_model() and (created or kwargs.get("signal") is post_delete):
-        _after_commit(forget_memberships)

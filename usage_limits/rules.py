@@ -125,7 +125,7 @@ def _cache() -> BaseCache:
 @receiver(setting_changed, dispatch_uid="usage_limits_rules_caches_changed")
 def _caches_changed(setting: str, **kwargs: object) -> None:
     global _caches_epoch
-    if setting in ("CACHES", "USAGE_LIMITS"):
+    if setting == "CACHES":  # (a changed CACHE_ALIAS is seen by _cache() itself)
         _caches_epoch += 1
 
 

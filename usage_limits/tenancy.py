@@ -27,6 +27,7 @@ from django.core.signals import setting_changed
 from django.db import connections
 from django.dispatch import receiver
 from django.http import HttpRequest
+from django.http.request import HttpHeaders
 from django.utils.module_loading import import_string
 
 from usage_limits.conf import conf
@@ -46,19 +47,13 @@ _MAX_ID_DIGITS = 18
 _RESOLVED = "_usage_limits_tenant"
 
 
-@functools.lru_cache(maxsize=16)
-def _meta_key(header: str) -> str:
-    # request.headers would build a dict of every header on each request only to read this one.
-    name = header.upper().replace("-", "_")
-    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
-
-
 def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
     header = conf.TENANT_HEADER
-    asked = str(request.META.get(_meta_key(header), "")).strip() if header else ""
+    # From META: request.headers would build a dict of every header only to read this one.
+    asked = str(request.META.get(HttpHeaders.to_wsgi_name(header), "")).strip() if header else ""
     # The answer is remembered per process until a tenant, a plan or a membership changes
     # anywhere (the shared generation token of usage_limits.rules, already read by the engine
     # on every check): without it, this query would cost more than the quota check itself.
@@ -66,10 +61,9 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     generation = current_generation()
     remembered = _REMEMBERED.get(memo_key)
     if remembered is not None and remembered[0] == generation:
-        tenant_id, tenant = remembered[1], remembered[2]
+        tenant = remembered[1]
     else:
-        found = _member_tenant(user.pk, asked)
-        tenant_id, tenant = (None if found is None else found.pk), found
+        tenant = _member_tenant(user.pk, asked)
         # Not inside a transaction: one that rolls back would leave an answer remembered from
         # rows that never existed (a membership granted, then undone). So with ATOMIC_REQUESTS
         # the resolver queries on every request.
@@ -77,7 +71,7 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
             with _remembered_lock:
                 if len(_REMEMBERED) >= _REMEMBERED_MAX:
                     _REMEMBERED.clear()
-                _REMEMBERED[memo_key] = (generation, tenant_id, found)
+                _REMEMBERED[memo_key] = (generation, tenant)
     if tenant is None:
         if asked:
             # Never fall back to another tenant: the client named one it may not use. The
@@ -88,8 +82,8 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     return copy.copy(tenant)
 
 
-# (user id, asked-for tenant) -> (generation, tenant id, tenant). Bounded; cleared when full.
-_REMEMBERED: dict[tuple[Any, str], tuple[str, int | None, Tenant | None]] = {}
+# (user id, asked-for tenant) -> (generation, tenant or None). Bounded; cleared when full.
+_REMEMBERED: dict[tuple[Any, str], tuple[str, Tenant | None]] = {}
 _REMEMBERED_MAX = 10_000
 _remembered_lock = threading.Lock()
 

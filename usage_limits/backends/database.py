@@ -31,7 +31,7 @@ counts nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import reduce
@@ -261,20 +261,15 @@ class DatabaseStore(UsageStore):
         cursor = _hot_cursor(connection)
         value = 0
         for _attempt in range(_MAX_ATTEMPTS):
-            if history.needs_transaction:
-                # One transaction per attempt, and the period row's creation outside it:
-                # holding the counter's lock while inserting a missing row deadlocks InnoDB
-                # under concurrent first use.
-                with transaction.atomic(using=self.alias, savepoint=False):
-                    result = self._guarded_add(
-                        connection, sql, cursor, key, quantity, limit, now, history
-                    )
-                    if result is not None and result[0]:
-                        history.add(connection, sql, cursor, key, quantity)
-            else:
+            # One transaction per attempt, and the period row's creation outside it: holding
+            # the counter's lock while inserting a missing row deadlocks InnoDB under concurrent
+            # first use.
+            with history.transaction(self.alias):
                 result = self._guarded_add(
                     connection, sql, cursor, key, quantity, limit, now, history
                 )
+                if result is not None and result[0]:
+                    history.add(connection, sql, cursor, key, quantity)
             if result is None:
                 # First use of the period: create its row (a concurrent creator wins
                 # harmlessly) and run the guarded UPDATE again.
@@ -354,9 +349,7 @@ class DatabaseStore(UsageStore):
         now: datetime,
         history: _History,
     ) -> int | None:
-        if not history.needs_transaction:
-            return self._add(connection, sql, cursor, key, quantity, now, history)
-        with transaction.atomic(using=self.alias, savepoint=False):
+        with history.transaction(self.alias):
             after = self._add(connection, sql, cursor, key, quantity, now, history)
             if after is not None:
                 history.add(connection, sql, cursor, key, quantity)
@@ -533,15 +526,14 @@ def _hot_cursor(connection: BaseDatabaseWrapper) -> Any:
     query logging is switched on or off. A connection shared between threads (Django's tests
     do that with in-memory SQLite) gets a cursor per call, as usual.
     """
-    raw = connection.connection
+    if connection.allow_thread_sharing:
+        return connection.cursor()
     logged = connection.queries_logged
-    if raw is not None and not connection.allow_thread_sharing:
-        kept = connection.__dict__.get(_HOT_CURSOR)
-        if kept is not None and kept[0] is raw and kept[1] == logged:
-            return kept[2]
-    cursor = connection.cursor()
-    if not connection.allow_thread_sharing:
-        connection.__dict__[_HOT_CURSOR] = (connection.connection, logged, cursor)
+    kept = connection.__dict__.get(_HOT_CURSOR)
+    if kept is not None and kept[0] is connection.connection and kept[1] == logged:
+        return kept[2]
+    cursor = connection.cursor()  # connects if needed: connection.connection is now set
+    connection.__dict__[_HOT_CURSOR] = (connection.connection, logged, cursor)
     return cursor
 
 
@@ -562,14 +554,15 @@ class _History:
         folded = sql.guarded_add_with_history is not None
         return cls(enabled=True, day=usage_day(now), folded=folded)
 
-    @property
-    def needs_transaction(self) -> bool:
-        """Whether counter and bucket are two statements that a transaction makes one unit.
+    def transaction(self, alias: str) -> AbstractContextManager[Any]:
+        """The transaction that makes counter and bucket one unit, when they are two statements.
 
-        Callers open it with ``savepoint=False``: inside the caller's transaction it adds no
-        SAVEPOINT round trips; an error rolls the caller back too, which it would anyway.
+        ``savepoint=False``: inside the caller's transaction this adds no SAVEPOINT round trips;
+        an error rolls the caller back too, which it would anyway.
         """
-        return self.enabled and not self.folded
+        if self.enabled and not self.folded:
+            return transaction.atomic(using=alias, savepoint=False)
+        return _NO_TRANSACTION
 
     def folded_params(self, quantity: int) -> list[Any]:
         return [self.day, quantity]
@@ -604,6 +597,8 @@ class _History:
 
 
 _NO_HISTORY = _History(enabled=False, day=date.min, folded=False)
+# One shared instance: nullcontext is reusable, and the hot path then allocates nothing for it.
+_NO_TRANSACTION: AbstractContextManager[Any] = nullcontext()
 
 
 def _db_date(connection: BaseDatabaseWrapper, value: date) -> Any:
