@@ -16,7 +16,15 @@ middleware), so the differences are what each way of limiting costs:
 * the seeds' check-then-increment in the view: a read, a compare, an upsert (not atomic: it
   over-admits under concurrency), written with the ORM as a Django app would, and with raw SQL;
 * the engine's ``consume()`` called directly, to split the decorator's cost from the engine's;
-* one raw conditional ``UPDATE`` on its own: the floor of any exact database-backed limit.
+* one raw conditional ``UPDATE`` on its own: the floor of any exact database-backed limit;
+* the plain view running that ``UPDATE``: the plain view plus the floor, measured together.
+
+Goal 1 compares the enforced view with the plain view plus 1.2x the floor, computed from the two
+separate figures and, beside it, from the figure measured together. They differ because costs
+measured apart do not add up: called back to back, the floor keeps the database's server process
+(or, in-process, the CPU's caches) busy with nothing else, whereas a view's work between two
+statements lets the server process go to sleep and makes the next statement wake it first. Every
+enforced request pays that, and so does the plain view running the ``UPDATE``.
 
 Daily history is off, as in ``bench/engine.py``: the enforced views then run the same single
 guarded UPDATE as the floor, and ``bench/history.py`` measures what the history bucket adds.
@@ -155,6 +163,11 @@ def build_scenarios(tenant: Any, user: Any) -> dict[str, Callable[[], Any]]:
         with connection.cursor() as cursor:
             cursor.execute(guarded, [1, tenant.pk, "floor", start_param, 1, HUGE])
 
+    def plain_with_update(request: Any) -> Any:
+        # The plain view plus the floor, measured together: the sum the goal allows for.
+        raw_update()
+        return plain(request)
+
     def seeds_orm(request: Any) -> Any:
         # The seeds' checkLimit() then incrementUsage() as a Django app writes them with the ORM:
         # read, compare (the limit is in the code, as in the seeds), then update-or-create.
@@ -218,6 +231,7 @@ def build_scenarios(tenant: Any, user: Any) -> dict[str, Callable[[], Any]]:
 
     return {
         "plain view (baseline)": lambda: plain(django_request()),
+        "plain view running the raw UPDATE": lambda: plain_with_update(django_request()),
         "@require_quota (tenant known)": lambda: quota(django_request()),
         "@require_quota (membership resolver)": quota_with_membership,
         "DRF APIView, no permission": lambda: plain_api(drf_request()),
@@ -260,11 +274,17 @@ def report(vendor: str, version: str, results: dict[str, float]) -> str:
     seeds = results["seeds, ORM: read, compare, upsert"]
     seeds_raw = results["seeds, raw SQL: read, compare, upsert"]
     engine = results["engine consume() alone (no view)"]
+    joint = results["plain view running the raw UPDATE"]
     budget = base + 1.2 * floor
+    joint_budget = joint + 0.2 * floor
     lines += [
         "",
         f"goal 1: @require_quota <= plain + 1.2 x UPDATE: {enforced:.1f} <= {budget:.1f} us "
         f"-> {'met' if enforced <= budget else 'NOT met'}",
+        f"        the same with plain + UPDATE measured together (the view running it): "
+        f"{enforced:.1f} <= {joint:.1f} + 0.2 x {floor:.1f} = {joint_budget:.1f} us "
+        f"-> {'met' if enforced <= joint_budget else 'NOT met'} (apart they add up to "
+        f"{base + floor:.1f})",
         f"goal 2: @require_quota < seeds' check-then-increment (ORM): {enforced:.1f} < "
         f"{seeds:.1f} us -> {'met' if enforced < seeds else 'NOT met'}; "
         f"(raw SQL: {seeds_raw:.1f} us -> {'met' if enforced < seeds_raw else 'NOT met'})",

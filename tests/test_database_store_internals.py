@@ -1,8 +1,10 @@
 """The database store's shortcuts on the enforcement path behave like Django's own code.
 
-The store keeps one cursor per database connection and converts datetimes itself, both to save
-microseconds on every enforced request. These tests pin that nothing observable changes: the
-values written match the ORM's, a closed connection is replaced, and query logging and
+The store keeps one driver cursor per database connection, runs its statements without Django's
+``CursorWrapper`` and converts datetimes itself, all to save microseconds on every enforced
+request. These tests pin that nothing observable changes: the values written match the ORM's, a
+closed connection is replaced, the driver's errors arrive as Django's, no statement runs in a
+transaction marked for rollback, connection health checks still run, and query logging and
 ``execute_wrapper()`` hooks still see every statement.
 """
 
@@ -14,13 +16,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
+from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
 from usage_limits import consume, get_usage
-from usage_limits.backends.database import _db_datetime
+from usage_limits.backends.database import _db_datetime, _db_period_start
+from usage_limits.exceptions import StoreUnavailable
 from usage_limits.models import Tenant, UsageRecord
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
+
+from .reliability.faults import KILLABLE_VENDORS, ConnectionKiller, session_id
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +42,10 @@ pytestmark = pytest.mark.django_db
     ],
 )
 def test_datetimes_are_sent_as_the_orm_sends_them(value: datetime) -> None:
-    assert _db_datetime(connection, value) == connection.ops.adapt_datetimefield_value(value)
+    expected = connection.ops.adapt_datetimefield_value(value)
+    assert _db_datetime(connection, value) == expected
+    assert _db_period_start(connection, value) == expected
+    assert _db_period_start(connection, value) == expected  # remembered, unchanged
 
 
 def test_the_period_row_matches_what_the_orm_reads(tenant: Tenant) -> None:
@@ -84,3 +93,48 @@ def test_execute_wrappers_see_the_enforcement_statement(tenant: Tenant) -> None:
     with connection.execute_wrapper(spy):
         assert consume(tenant, "api_calls").used == 2
     assert any("usage_limits_usagerecord" in sql for sql in seen)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_statement_raises_djangos_error_not_the_drivers() -> None:
+    tenant = TenantFactory(plan=plan_with_limits("FREE", api_calls=100))
+    consume(tenant, "api_calls")  # the driver cursor is kept from here on
+    connection.connection.close()  # closed underneath Django: the next statement fails
+    try:
+        with pytest.raises((StoreUnavailable, DatabaseError)) as failure:
+            consume(tenant, "api_calls")
+        error = failure.value
+        # StoreUnavailable (a lost connection) or Django's own class, never the driver's.
+        assert type(error).__module__.startswith(("usage_limits.", "django.")), type(error)
+        if not isinstance(error, StoreUnavailable):
+            assert connection.errors_occurred  # Django closes it at the end of the request
+    finally:
+        connection.close()
+    assert consume(tenant, "api_calls").used == 2  # nothing was counted by the failed call
+
+
+def test_no_statement_runs_in_a_transaction_marked_for_rollback(tenant: Tenant) -> None:
+    consume(tenant, "api_calls")
+    with transaction.atomic():
+        transaction.set_rollback(True)
+        with pytest.raises(TransactionManagementError):
+            consume(tenant, "api_calls")
+    assert get_usage(tenant).feature("api_calls").used == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_connection_health_check_still_replaces_a_dead_connection() -> None:
+    if connection.vendor not in KILLABLE_VENDORS:
+        pytest.skip(f"{connection.vendor} has no server connection to lose")
+    tenant = TenantFactory(plan=plan_with_limits("FREE", api_calls=100))
+    consume(tenant, "api_calls")  # the driver cursor is kept from here on
+    killer = ConnectionKiller()
+    enabled = connection.health_check_enabled
+    try:
+        killer.kill(session_id(connection))  # the server dropped the idle persistent connection
+        connection.health_check_enabled = True  # CONN_HEALTH_CHECKS = True
+        connection.health_check_done = False  # a new request has started
+        assert consume(tenant, "api_calls").used == 2  # no error: a new connection was opened
+    finally:
+        connection.health_check_enabled = enabled
+        killer.close()

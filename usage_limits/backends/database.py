@@ -30,9 +30,10 @@ counts nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 from functools import reduce
 from operator import or_
@@ -240,7 +241,7 @@ class DatabaseStore(UsageStore):
 
     @staticmethod
     def _key_params(connection: BaseDatabaseWrapper, key: CounterKey) -> list[Any]:
-        return [key.tenant_id, key.feature, _db_datetime(connection, key.period.start)]
+        return [key.tenant_id, key.feature, _db_period_start(connection, key.period.start)]
 
     # --- the hot path -----------------------------------------------------------------------
 
@@ -258,7 +259,7 @@ class DatabaseStore(UsageStore):
         connection, sql = self._connection()
         now = timezone.now()
         history = _History.of(sql, now, key)
-        cursor = _hot_cursor(connection)
+        cursor, sql = _hot_cursor(connection, sql)
         value = 0
         for _attempt in range(_MAX_ATTEMPTS):
             # One transaction per attempt, and the period row's creation outside it: holding
@@ -322,7 +323,7 @@ class DatabaseStore(UsageStore):
             connection, sql = self._connection()
             now = timezone.now()
             history = _History.of(sql, now, key)
-            cursor = _hot_cursor(connection)
+            cursor, sql = _hot_cursor(connection, sql)
             after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
             if after is None:
                 self._insert_missing(connection, sql, cursor, key)
@@ -468,7 +469,7 @@ class DatabaseStore(UsageStore):
     def get(self, key: CounterKey) -> int:
         with self._unavailable_on_connection_loss():
             connection, sql = self._connection()
-            cursor = _hot_cursor(connection)
+            cursor, sql = _hot_cursor(connection, sql)
             cursor.execute(sql.read, self._key_params(connection, key))
             row = cursor.fetchone()
         return 0 if row is None else int(row[0])
@@ -511,30 +512,137 @@ def _db_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
+# Period starts as sent to the database, by (vendor, database time zone, start): every request
+# of a period sends the same one, and converting it is most of _db_datetime's cost.
+_period_start_params: dict[tuple[str, Any, datetime], Any] = {}
+
+
+def _db_period_start(connection: BaseDatabaseWrapper, start: datetime) -> Any:
+    """:func:`_db_datetime` of a period's start, remembered."""
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        return start
+    # connection.timezone is reset by Django when TIME_ZONE or USE_TZ change.
+    memo_key = (vendor, connection.timezone, start)
+    value = _period_start_params.get(memo_key)
+    if value is None:
+        if len(_period_start_params) > 10_000:
+            _period_start_params.clear()
+        value = _period_start_params[memo_key] = _db_datetime(connection, start)
+    return value
+
+
 # The attribute of a connection wrapper that holds its hot-path cursor (see _hot_cursor).
 _HOT_CURSOR = "_usage_limits_hot_cursor"
 
+# What a hot-path cursor is, which decides the statements' placeholder style.
+_DJANGO_CURSOR, _LOGGED_CURSOR, _DRIVER_CURSOR = "django", "logged", "driver"
 
-def _hot_cursor(connection: BaseDatabaseWrapper) -> Any:
-    """A cursor kept open across calls for as long as the driver connection it belongs to.
 
-    Opening a cursor through Django costs 5-8 us, a good part of the Python work of an enforced
-    request, and a driver cursor can run any number of statements one after another. Django's
-    own wrapper is what is kept, so database errors are still translated, ``execute_wrapper()``
-    hooks still run, and a debug cursor (``DEBUG``, ``assertNumQueries``) still logs every
-    query: the cursor is replaced when the driver connection changes (closed, reconnected) or
-    query logging is switched on or off. A connection shared between threads (Django's tests
-    do that with in-memory SQLite) gets a cursor per call, as usual.
+def _hot_cursor(connection: BaseDatabaseWrapper, sql: _Statements) -> tuple[Any, _Statements]:
+    """A cursor kept open across calls for as long as its driver connection, and the hot path's
+    statements in the form that cursor takes.
+
+    Opening a cursor through Django costs 5-8 us, and running a statement through Django's
+    ``CursorWrapper`` a few more (on SQLite, a regular expression rewrites every statement's
+    placeholders): a good part of the Python work of an enforced request. So the driver's own
+    cursor is kept and the statements are prepared once in its placeholder style; its errors are
+    still translated to Django's (see :class:`_DriverCursor`).
+
+    Whenever Django's wrapper would do more than that, it is used instead, and kept too: while
+    queries are logged (``DEBUG``, ``assertNumQueries``, the debug toolbar) every statement is
+    logged, and while an ``execute_wrapper()`` hook is installed every statement goes through it.
+    The cursor is replaced when the driver connection changes (closed, reconnected) or either of
+    those is switched on or off. A connection shared between threads (Django's tests do that with
+    in-memory SQLite) gets a Django cursor per call, as usual.
     """
     if connection.allow_thread_sharing:
-        return connection.cursor()
-    logged = connection.queries_logged
+        return connection.cursor(), sql
+    # What Django does before handing out a cursor: with CONN_HEALTH_CHECKS, a persistent
+    # connection that died since the last request is replaced (once per request).
+    connection.close_if_health_check_failed()
+    if connection.queries_logged:
+        kind = _LOGGED_CURSOR
+    elif connection.execute_wrappers:
+        kind = _DJANGO_CURSOR
+    else:
+        kind = _DRIVER_CURSOR
     kept = connection.__dict__.get(_HOT_CURSOR)
-    if kept is not None and kept[0] is connection.connection and kept[1] == logged:
-        return kept[2]
-    cursor = connection.cursor()  # connects if needed: connection.connection is now set
-    connection.__dict__[_HOT_CURSOR] = (connection.connection, logged, cursor)
-    return cursor
+    if kept is not None and kept[0] is connection.connection and kept[1] == kind:
+        return kept[2], kept[3]
+    if kind == _DRIVER_CURSOR:
+        connection.ensure_connection()
+        with connection.wrap_database_errors:
+            cursor: Any = _DriverCursor(connection, _create_driver_cursor(connection))
+        sql = _driver_statements(connection, sql)
+    else:
+        cursor = connection.cursor()  # connects if needed: connection.connection is now set
+    connection.__dict__[_HOT_CURSOR] = (connection.connection, kind, cursor, sql)
+    return cursor, sql
+
+
+def _create_driver_cursor(connection: BaseDatabaseWrapper) -> Any:
+    if connection.vendor == "sqlite":
+        # The plain sqlite3 cursor: Django's SQLite cursor class only rewrites placeholders,
+        # which _driver_statements has done once and for all.
+        return connection.connection.cursor()
+    # The backend's own driver-level cursor: psycopg's with Django's loaders and time zone,
+    # MySQLdb's with Django's error mapping.
+    return connection.create_cursor()
+
+
+_driver_cache: dict[tuple[str, str], _Statements] = {}
+_FORMAT_PLACEHOLDER = re.compile(r"(?<!%)%s")
+
+
+def _driver_statements(connection: BaseDatabaseWrapper, sql: _Statements) -> _Statements:
+    """``sql`` in the placeholder style of the driver (SQLite's ``?``; the others take ``%s``)."""
+    if connection.vendor != "sqlite":
+        return sql
+    cache_key = (connection.alias, connection.vendor)
+    converted = _driver_cache.get(cache_key)
+    if converted is None:
+        converted = _driver_cache[cache_key] = replace(
+            sql,
+            **{
+                field.name: _FORMAT_PLACEHOLDER.sub("?", value).replace("%%", "%")
+                for field in fields(sql)
+                if isinstance(value := getattr(sql, field.name), str)
+            },
+        )
+    return converted
+
+
+class _DriverCursor:
+    """A driver cursor run without Django's ``CursorWrapper``, with what that wrapper guarantees:
+    no statement in a transaction already marked for rollback, and the driver's errors raised as
+    Django's (which also marks a failed connection for closing at the end of the request). Only a
+    failing statement pays for the translation."""
+
+    __slots__ = ("connection", "cursor", "fetchone")
+
+    def __init__(self, connection: BaseDatabaseWrapper, cursor: Any) -> None:
+        self.connection = connection
+        self.cursor = cursor
+        self.fetchone = cursor.fetchone
+
+    def execute(self, sql: str, params: Sequence[Any]) -> Any:
+        connection = self.connection
+        if connection.needs_rollback:
+            connection.validate_no_broken_transaction()
+        try:
+            return self.cursor.execute(sql, params)
+        except Exception:
+            with connection.wrap_database_errors:
+                raise
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cursor.rowcount)
+
+    @property
+    def lastrowid(self) -> Any:
+        return self.cursor.lastrowid
 
 
 @dataclass(frozen=True)
