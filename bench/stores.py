@@ -312,12 +312,16 @@ CASES: dict[str, list[tuple[str, Callable[[Context], View | None]]]] = {
 }
 # The hot counter through the engine (what a request pays: rules, period, signals) and at the
 # store itself (what the counter sustains).
+# The "bare driver" rows are the floor: the same guarded UPDATE sent by psycopg alone, without
+# Django or this package, on the same connection settings: what this machine allows at all.
 HOT = {
     "postgresql": [
+        ("PostgreSQL: bare driver, guarded UPDATE (the floor)", "driver"),
         ("PostgreSQL: store.consume()", "store"),
         ("PostgreSQL: engine consume()", "engine"),
         # A connection of its own for the counters may commit without waiting for the disk: a
         # server crash can then forget the last fraction of a second of counts, never corrupt.
+        ("PostgreSQL, no synchronous commit: bare driver (the floor)", "driver"),
         ("PostgreSQL, no synchronous commit: store.consume()", "store"),
         ("PostgreSQL, no synchronous commit: engine consume()", "engine"),
     ],
@@ -346,6 +350,12 @@ def measure(view: View, request: Any, seconds: float) -> dict[str, float]:
     return {"us_per_call": elapsed / calls * 1e6, "per_second": calls / elapsed}
 
 
+DRIVER_UPDATE = (
+    "UPDATE usage_limits_usagerecord SET used = used + %s WHERE tenant_id = %s AND feature = %s "
+    "AND period_start = %s AND used <= %s RETURNING used"
+)
+
+
 def _hot_worker(
     tenant_id: int, seconds: float, level: str, threads: int, start: Any, results: Any
 ) -> None:
@@ -370,7 +380,16 @@ def _hot_worker(
     def store_call() -> None:
         store.consume(key, 1, limit)
 
-    call = engine_call if level == "engine" else store_call
+    def driver_call() -> None:
+        connection = connections["default"]
+        connection.ensure_connection()
+        cursor = connection.__dict__.setdefault(
+            "_bench_driver_cursor", connection.connection.cursor()
+        )
+        cursor.execute(DRIVER_UPDATE, [1, tenant_id, "api_calls", key.period.start, limit - 1])
+        cursor.fetchone()
+
+    call = {"engine": engine_call, "store": store_call, "driver": driver_call}[level]
     counts: list[int] = []
     ready = threading.Barrier(threads + 1)
 

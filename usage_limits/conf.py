@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -111,32 +112,37 @@ def _forget_settings(*, setting: str, **kwargs: Any) -> None:
     if setting == "USAGE_LIMITS":
         _user_settings.cache_clear()
         _warning_thresholds.cache_clear()
+        conf.__dict__.clear()  # the values its cached properties computed from the old setting
 
 
 setting_changed.connect(_forget_settings, dispatch_uid="usage_limits_conf_changed")
 
 
 class UsageLimitsSettings:
-    """Typed access to ``settings.USAGE_LIMITS`` with defaults."""
+    """Typed access to ``settings.USAGE_LIMITS`` with defaults.
+
+    The values read on every enforced request are cached properties: computed once per value of
+    the setting (an attribute read afterwards, no call), and forgotten with it.
+    """
 
     def get(self, name: str) -> Any:
         return _user_settings().get(name, DEFAULTS[name])
 
-    @property
+    @cached_property
     def FEATURES(self) -> Mapping[str, Mapping[str, Any]]:
         features: Mapping[str, Mapping[str, Any]] = self.get("FEATURES")
         return features
 
-    @property
+    @cached_property
     def PLANS(self) -> Mapping[str, Any]:
         plans: Mapping[str, Any] = self.get("PLANS")
         return plans
 
-    @property
+    @cached_property
     def DEFAULT_PERIOD(self) -> str:
         return str(self.get("DEFAULT_PERIOD"))
 
-    @property
+    @cached_property
     def TIME_ZONE(self) -> str:
         return str(self.get("TIME_ZONE"))
 
@@ -152,7 +158,7 @@ class UsageLimitsSettings:
     def WARNING_THRESHOLDS(self) -> tuple[int, ...]:
         return _warning_thresholds()
 
-    @property
+    @cached_property
     def RESET_MODE(self) -> str:
         return str(self.get("RESET_MODE"))
 
@@ -160,44 +166,44 @@ class UsageLimitsSettings:
     def RESET_API_KEY_ENV(self) -> str:
         return str(self.get("RESET_API_KEY_ENV"))
 
-    @property
+    @cached_property
     def PAST_DUE_GRACE_DAYS(self) -> int:
         return int(self.get("PAST_DUE_GRACE_DAYS"))
 
-    @property
+    @cached_property
     def OVERDUE_RETRY_AFTER(self) -> int:
         return int(self.get("OVERDUE_RETRY_AFTER"))
 
-    @property
+    @cached_property
     def STORE(self) -> str:
         return str(self.get("STORE"))
 
-    @property
+    @cached_property
     def DATABASE_ALIAS(self) -> str:
         return str(self.get("DATABASE_ALIAS"))
 
-    @property
+    @cached_property
     def CACHE_ALIAS(self) -> str:
         return str(self.get("CACHE_ALIAS"))
 
-    @property
+    @cached_property
     def CACHE_TIMEOUT(self) -> int:
         return int(self.get("CACHE_TIMEOUT"))
 
-    @property
+    @cached_property
     def TENANT_RESOLVER(self) -> str:
         return str(self.get("TENANT_RESOLVER"))
 
-    @property
+    @cached_property
     def UPGRADE_URL(self) -> str | None:
         value = self.get("UPGRADE_URL")
         return None if value is None else str(value)
 
-    @property
+    @cached_property
     def HISTORY(self) -> bool:
         return bool(self.get("HISTORY"))
 
-    @property
+    @cached_property
     def BILLING(self) -> Mapping[str, Any]:
         billing = self.get("BILLING")
         return billing if isinstance(billing, Mapping) else {}
@@ -205,39 +211,44 @@ class UsageLimitsSettings:
     def stripe_meter(self, feature: str) -> str | None:
         """The Stripe meter event name ``feature``'s usage is reported under, if it has one.
 
-        The engine asks this on every count, so it stays a couple of dictionary lookups.
+        The engine asks this on every count, so it is one dictionary lookup.
         """
+        return self._stripe_meters.get(feature)
+
+    @cached_property
+    def _stripe_meters(self) -> Mapping[str, str]:
         meters = self.BILLING.get("METERS")
-        meter = meters.get(feature) if isinstance(meters, Mapping) else None
-        return str(meter) if meter else None
+        if not isinstance(meters, Mapping):
+            return {}
+        return {str(feature): str(meter) for feature, meter in meters.items() if meter}
 
     @property
     def EVENT_CLOCK_SKEW_SECONDS(self) -> int:
         return int(self.get("EVENT_CLOCK_SKEW_SECONDS"))
 
-    @property
+    @cached_property
     def TENANT_HEADER(self) -> str | None:
         value = self.get("TENANT_HEADER")
         return str(value) if value else None
 
-    @property
+    @cached_property
     def ANONYMOUS_REQUESTS(self) -> str:
         return str(self.get("ANONYMOUS_REQUESTS"))
 
-    @property
+    @cached_property
     def PATH_RULES(self) -> Mapping[str, Any]:
         rules: Mapping[str, Any] = self.get("PATH_RULES")
         return rules
 
-    @property
+    @cached_property
     def EXEMPT_PATHS(self) -> tuple[str, ...]:
         return tuple(str(p) for p in self.get("EXEMPT_PATHS"))
 
-    @property
+    @cached_property
     def NOT_BILLABLE_STATUSES(self) -> tuple[int | str, ...]:
         return tuple(self.get("NOT_BILLABLE_STATUSES"))
 
-    @property
+    @cached_property
     def REQUEST_EVENTS(self) -> bool:
         return bool(self.get("REQUEST_EVENTS"))
 

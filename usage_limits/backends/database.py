@@ -209,8 +209,9 @@ class DatabaseStore(UsageStore):
         return conf.DATABASE_ALIAS
 
     def _connection(self) -> tuple[BaseDatabaseWrapper, _Statements]:
-        connection = connections[self.alias]
-        cache_key = (self.alias, connection.vendor)
+        alias = conf.DATABASE_ALIAS
+        connection = connections[alias]
+        cache_key = (alias, connection.vendor)
         statements = _cache.get(cache_key)
         if statements is None:
             statements = _cache[cache_key] = _statements(connection)
@@ -260,17 +261,30 @@ class DatabaseStore(UsageStore):
         now = timezone.now()
         history = _History.of(sql, now, key)
         cursor, sql = _hot_cursor(connection, sql)
+        key_params = self._key_params(connection, key)
+        # "used <= limit - quantity" rather than "used + quantity <= limit": the sum could
+        # overflow a BIGINT on a counter already far into overage.
+        params = [quantity, _db_datetime(connection, now), *key_params, limit - quantity]
+        if history.folded and sql.guarded_add_with_history is not None:
+            statement = sql.guarded_add_with_history
+            params += history.folded_params(quantity)
+        else:
+            statement = sql.guarded_add
+        # SQLite and MariaDB write today's bucket in a second statement, in one transaction with
+        # the counter's; otherwise the guarded UPDATE is the whole unit of work.
+        bucket_apart = history.enabled and not history.folded
         value = 0
         for _attempt in range(_MAX_ATTEMPTS):
-            # One transaction per attempt, and the period row's creation outside it: holding
-            # the counter's lock while inserting a missing row deadlocks InnoDB under concurrent
-            # first use.
-            with history.transaction(self.alias):
-                result = self._guarded_add(
-                    connection, sql, cursor, key, quantity, limit, now, history
-                )
-                if result is not None and result[0]:
-                    history.add(connection, sql, cursor, key, quantity)
+            if bucket_apart:
+                # One transaction per attempt, and the period row's creation outside it: holding
+                # the counter's lock while inserting a missing row deadlocks InnoDB under
+                # concurrent first use.
+                with history.transaction(self.alias):
+                    result = _guarded_add(connection, sql, cursor, statement, params, key_params)
+                    if result is not None and result[0]:
+                        history.add(connection, sql, cursor, key, quantity)
+            else:
+                result = _guarded_add(connection, sql, cursor, statement, params, key_params)
             if result is None:
                 # First use of the period: create its row (a concurrent creator wins
                 # harmlessly) and run the guarded UPDATE again.
@@ -284,39 +298,6 @@ class DatabaseStore(UsageStore):
             # The UPDATE ran before a concurrent insert (or refund) that the read then saw:
             # the denial is not justified by the value read, so try again.
         return CounterChange(applied=False, before=value, after=value)
-
-    def _guarded_add(
-        self,
-        connection: BaseDatabaseWrapper,
-        sql: _Statements,
-        cursor: Any,
-        key: CounterKey,
-        quantity: int,
-        limit: int,
-        now: datetime,
-        history: _History,
-    ) -> tuple[bool, int] | None:
-        """``(applied, value)``, or ``None`` when the period's row does not exist yet."""
-        key_params = self._key_params(connection, key)
-        # "used <= limit - quantity" rather than "used + quantity <= limit": the sum could
-        # overflow a BIGINT on a counter already far into overage.
-        params = [quantity, _db_datetime(connection, now), *key_params, limit - quantity]
-        if history.folded and sql.guarded_add_with_history is not None:
-            cursor.execute(
-                sql.guarded_add_with_history, [*params, *history.folded_params(quantity)]
-            )
-        else:
-            cursor.execute(sql.guarded_add, params)
-        if connection.vendor == "mysql":
-            if cursor.rowcount == 1:
-                return True, int(cursor.lastrowid)
-        else:
-            row = cursor.fetchone()
-            if row is not None:
-                return True, int(row[0])
-        cursor.execute(sql.read, key_params)
-        row = cursor.fetchone()
-        return None if row is None else (False, int(row[0]))
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
         with self._unavailable_on_connection_loss():
@@ -510,6 +491,29 @@ def _db_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
     if vendor == "sqlite" and value.tzinfo is not None:
         return str(value.astimezone(connection.timezone).replace(tzinfo=None))
     return connection.ops.adapt_datetimefield_value(value)
+
+
+def _guarded_add(
+    connection: BaseDatabaseWrapper,
+    sql: _Statements,
+    cursor: Any,
+    statement: str,
+    params: list[Any],
+    key_params: list[Any],
+) -> tuple[bool, int] | None:
+    """Run the guarded UPDATE: ``(applied, value)``, or ``None`` when the period's row does not
+    exist yet. A denial reads the value in a second statement."""
+    cursor.execute(statement, params)
+    if connection.vendor == "mysql":
+        if cursor.rowcount == 1:
+            return True, int(cursor.lastrowid)
+    else:
+        row = cursor.fetchone()
+        if row is not None:
+            return True, int(row[0])
+    cursor.execute(sql.read, key_params)
+    row = cursor.fetchone()
+    return None if row is None else (False, int(row[0]))
 
 
 # Period starts as sent to the database, by (vendor, database time zone, start): every request
