@@ -102,10 +102,13 @@ def configure() -> None:
 
 def tenant_on_request(request: Any) -> Any:
     """The tenant a middleware or API-key lookup already found; else the default resolver."""
+    known = getattr(request, "bench_tenant", None)
+    if known is not None:
+        return known
+    # Imported here because this module loads before Django is set up; only this branch needs it.
     from usage_limits.tenancy import resolve_tenant_from_membership
 
-    known = getattr(request, "bench_tenant", None)
-    return known if known is not None else resolve_tenant_from_membership(request)
+    return resolve_tenant_from_membership(request)
 
 
 def build_scenarios(tenant: Any, user: Any) -> dict[str, Callable[[], Any]]:

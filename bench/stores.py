@@ -97,10 +97,13 @@ def engine_consume(ctx: Context) -> View:
 
 def bench_tenant_resolver(request: Any) -> Any:
     """The tenant an authentication layer put on the request, else the user's membership."""
+    tenant = request.__dict__.get("api_tenant")
+    if tenant is not None:
+        return tenant
+    # Imported here because this module loads before Django is set up; only this branch needs it.
     from usage_limits.tenancy import resolve_tenant_from_membership
 
-    tenant = request.__dict__.get("api_tenant")
-    return tenant if tenant is not None else resolve_tenant_from_membership(request)
+    return resolve_tenant_from_membership(request)
 
 
 def _require_quota_view(ctx: Context, *, membership: bool) -> View | None:

@@ -10,6 +10,19 @@ from django.db import connections
 from usage_limits.models import Plan, Tenant
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
+# Django 6.x removes what Django 5.2 deprecates, and 5.2 warns on every use of it: the suite turns
+# those warnings into errors, so nothing here relies on an API that 6.0 or 6.1 no longer has.
+# (Only the classes this Django still defines: 6.0 itself no longer has RemovedInDjango60Warning.)
+_REMOVED_IN_DJANGO_6 = ("RemovedInDjango60Warning", "RemovedInDjango61Warning")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.utils import deprecation
+
+    for name in _REMOVED_IN_DJANGO_6:
+        if hasattr(deprecation, name):
+            config.addinivalue_line("filterwarnings", f"error::django.utils.deprecation.{name}")
+
 REQUIRE_SERVICES = os.environ.get("USAGE_LIMITS_REQUIRE_SERVICES") == "1"
 
 
