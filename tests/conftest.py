@@ -23,6 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if hasattr(deprecation, name):
             config.addinivalue_line("filterwarnings", f"error::django.utils.deprecation.{name}")
 
+
 REQUIRE_SERVICES = os.environ.get("USAGE_LIMITS_REQUIRE_SERVICES") == "1"
 
 

@@ -32,7 +32,8 @@ def test_leaving_an_override_restores_the_values_before_it() -> None:
         USAGE_LIMITS={**django_settings.USAGE_LIMITS, "NOT_BILLABLE_STATUSES": [418]}
     ):
         assert conf.NOT_BILLABLE_STATUSES == (418,)
-    assert conf.NOT_BILLABLE_STATUSES == before
+    after = conf.NOT_BILLABLE_STATUSES
+    assert after == before
 
 
 def test_stripe_meters_follow_the_billing_setting(settings: Any) -> None:
