@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
@@ -138,3 +139,25 @@ def test_the_connection_health_check_still_replaces_a_dead_connection() -> None:
     finally:
         connection.health_check_enabled = enabled
         killer.close()
+
+
+def test_driver_cursor_off_sends_every_statement_through_djangos_cursor_wrapper(
+    tenant: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a monitoring tool that patches ``CursorWrapper.execute`` (as Sentry's does) sees."""
+    seen: list[str] = []
+    execute = CursorWrapper.execute
+
+    def traced(self: CursorWrapper, sql: str, params: Any = None) -> Any:
+        seen.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", traced)
+    consume(tenant, "api_calls")
+    seen.clear()
+    consume(tenant, "api_calls")
+    assert not any("usage_limits_usagerecord" in sql for sql in seen)  # the driver's cursor
+
+    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "DRIVER_CURSOR": False}
+    assert consume(tenant, "api_calls").used == 3
+    assert any("usage_limits_usagerecord" in sql for sql in seen)

@@ -354,6 +354,16 @@ def _check_aliases(raw: Mapping[str, Any]) -> list[CheckMessage]:
                     id="usage_limits.W002",
                 )
             )
+    driver_cursor = raw.get("DRIVER_CURSOR", DEFAULTS["DRIVER_CURSOR"])
+    if not isinstance(driver_cursor, bool):
+        errors.append(
+            _error(
+                16,
+                f"USAGE_LIMITS['DRIVER_CURSOR'] = {driver_cursor!r} must be True or False.",
+                "True runs the counter's statements on the driver's cursor (faster); False through "
+                "Django's CursorWrapper, for tools that instrument only that class.",
+            )
+        )
     cache_alias = raw.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
     caches = getattr(settings, "CACHES", {"default": {}})
     if cache_alias not in caches:

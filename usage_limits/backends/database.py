@@ -556,6 +556,8 @@ def _hot_cursor(connection: BaseDatabaseWrapper, sql: _Statements) -> tuple[Any,
     Whenever Django's wrapper would do more than that, it is used instead, and kept too: while
     queries are logged (``DEBUG``, ``assertNumQueries``, the debug toolbar) every statement is
     logged, and while an ``execute_wrapper()`` hook is installed every statement goes through it.
+    ``USAGE_LIMITS["DRIVER_CURSOR"] = False`` always uses it (for tools that instrument only
+    Django's ``CursorWrapper`` class).
     The cursor is replaced when the driver connection changes (closed, reconnected) or either of
     those is switched on or off. A connection shared between threads (Django's tests do that with
     in-memory SQLite) gets a Django cursor per call, as usual.
@@ -567,7 +569,7 @@ def _hot_cursor(connection: BaseDatabaseWrapper, sql: _Statements) -> tuple[Any,
     connection.close_if_health_check_failed()
     if connection.queries_logged:
         kind = _LOGGED_CURSOR
-    elif connection.execute_wrappers:
+    elif connection.execute_wrappers or not conf.DRIVER_CURSOR:
         kind = _DJANGO_CURSOR
     else:
         kind = _DRIVER_CURSOR
