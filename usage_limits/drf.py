@@ -175,7 +175,7 @@ def _tenant(view: APIView, request: Request) -> Tenant | None:
 
 def _settle(http_request: HttpRequest, response: HttpResponseBase | None) -> None:
     pending: list[Decision] = http_request.__dict__.pop(_PENDING, [])
-    if response is not None and is_billable(response.status_code):
+    if not pending or (response is not None and is_billable(response.status_code)):
         return
     for decision in pending:
         try:
