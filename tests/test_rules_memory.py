@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from django.core.cache import caches
+from django.db import transaction
 
-from usage_limits import check_limit
+from usage_limits import check_limit, consume
 from usage_limits import rules as rules_module
-from usage_limits.models import PlanLimit, Tenant
+from usage_limits.models import Plan, PlanLimit, Tenant, TenantLimitOverride
 from usage_limits.rules import forget_all
+from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
 pytestmark = pytest.mark.django_db
 
@@ -60,3 +62,39 @@ def test_forget_all_rereads_bulk_changes(tenant: Tenant) -> None:
     decision = check_limit(tenant, "api_calls")
     assert decision.limit == 3
     assert not decision.allowed
+
+
+class _ActionFailed(Exception):
+    pass
+
+
+@transaction.atomic
+def _change_then_fail(tenant: Tenant, change: str, other_plan: Plan) -> None:
+    """An operator's action that changes the rules, reads them, then fails and rolls back."""
+    if change == "limit":
+        limit = PlanLimit.objects.get(plan=tenant.plan, feature="api_calls")
+        limit.limit = 1000
+        limit.save()
+    elif change == "override":
+        TenantLimitOverride.objects.create(tenant=tenant, feature="api_calls", limit=1000)
+    else:
+        tenant.plan = other_plan
+        tenant.save()
+    # Read inside the transaction (an admin page rendering the new usage, say): the uncommitted
+    # change is visible here, as it should be.
+    assert check_limit(tenant, "api_calls", 100).allowed
+    raise _ActionFailed  # ...and then the action fails: all of it rolls back
+
+
+@pytest.mark.parametrize("change", ["limit", "override", "tenant plan"])
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_change_is_never_enforced(change: str) -> None:
+    tenant = TenantFactory(plan=plan_with_limits("FREE", api_calls=5))
+    other_plan = plan_with_limits("BIG", api_calls=1000)
+    assert not check_limit(tenant, "api_calls", 100).allowed  # the rules are cached from here on
+    with pytest.raises(_ActionFailed):
+        _change_then_fail(tenant, change, other_plan)
+    # What the database holds is what is enforced, now and in later checks.
+    assert not check_limit(tenant, "api_calls", 100).allowed
+    assert not consume(tenant, "api_calls", 100).allowed
+    assert check_limit(tenant, "api_calls").limit == 5

@@ -36,6 +36,14 @@ def _error(id_: int, msg: str, hint: str) -> Error:
     return Error(msg, hint=hint, id=f"usage_limits.E{id_:03d}")
 
 
+def _boolean(raw: Mapping[str, Any], name: str, id_: int, hint: str) -> list[CheckMessage]:
+    """An error unless the setting ``name`` (or its default) is ``True`` or ``False``."""
+    value = raw.get(name, DEFAULTS[name])
+    if isinstance(value, bool):
+        return []
+    return [_error(id_, f"USAGE_LIMITS[{name!r}] = {value!r} must be True or False.", hint)]
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
     raw = getattr(settings, "USAGE_LIMITS", {})
@@ -354,16 +362,13 @@ def _check_aliases(raw: Mapping[str, Any]) -> list[CheckMessage]:
                     id="usage_limits.W002",
                 )
             )
-    driver_cursor = raw.get("DRIVER_CURSOR", DEFAULTS["DRIVER_CURSOR"])
-    if not isinstance(driver_cursor, bool):
-        errors.append(
-            _error(
-                16,
-                f"USAGE_LIMITS['DRIVER_CURSOR'] = {driver_cursor!r} must be True or False.",
-                "True runs the counter's statements on the driver's cursor (faster); False through "
-                "Django's CursorWrapper, for tools that instrument only that class.",
-            )
-        )
+    errors += _boolean(
+        raw,
+        "DRIVER_CURSOR",
+        16,
+        "True runs the counter's statements on the driver's cursor (faster); False through "
+        "Django's CursorWrapper, for tools that instrument only that class.",
+    )
     cache_alias = raw.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
     caches = getattr(settings, "CACHES", {"default": {}})
     if cache_alias not in caches:
@@ -409,16 +414,9 @@ def _check_reset_key(raw: Mapping[str, Any]) -> list[CheckMessage]:
 
 def _check_dashboard(raw: Mapping[str, Any]) -> list[CheckMessage]:
     """History, feature units and the upgrade link (the dashboard's settings)."""
-    errors: list[CheckMessage] = []
-    history = raw.get("HISTORY", DEFAULTS["HISTORY"])
-    if not isinstance(history, bool):
-        errors.append(
-            _error(
-                50,
-                f"USAGE_LIMITS['HISTORY'] = {history!r} must be True or False.",
-                "True keeps daily usage for the history chart; False skips that write.",
-            )
-        )
+    errors = _boolean(
+        raw, "HISTORY", 50, "True keeps daily usage for the history chart; False skips that write."
+    )
     features = raw.get("FEATURES", {})
     for name, spec in features.items() if isinstance(features, Mapping) else ():
         unit = spec.get("unit") if isinstance(spec, Mapping) else None
@@ -586,15 +584,12 @@ def _check_tenant_options(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 'e.g. "X-Tenant", or None to turn header picking off.',
             )
         )
-    events = raw.get("REQUEST_EVENTS", DEFAULTS["REQUEST_EVENTS"])
-    if not isinstance(events, bool):
-        errors.append(
-            _error(
-                25,
-                f"USAGE_LIMITS['REQUEST_EVENTS'] = {events!r} must be True or False.",
-                "True writes a UsageEvent per request counted by the middleware.",
-            )
-        )
+    errors += _boolean(
+        raw,
+        "REQUEST_EVENTS",
+        25,
+        "True writes a UsageEvent per request counted by the middleware.",
+    )
     return errors
 
 

@@ -26,6 +26,8 @@ from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.signals import setting_changed
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -182,6 +184,47 @@ def _new_generation() -> None:
     _cache().set(GENERATION_CACHE_KEY, secrets.token_hex(8), None)
 
 
+# A change made inside a transaction is visible to reads in that transaction before it commits.
+# Rules built from such reads must not be kept: if the transaction rolled back, they would go on
+# enforcing a plan, limit or override that never existed. So every invalidation marks the
+# transactions open on this thread (their outermost atomic block), and while a marked one runs,
+# rules are built but not stored; the receivers of :mod:`usage_limits.invalidation` drop the
+# entries again after commit. (An atomic block reused as a decorator is the same object on its
+# next call: that call then stores nothing either, which costs reads, never correctness.)
+_UNCOMMITTED_CHANGE = "_usage_limits_uncommitted_change"
+
+
+def _outermost_block(connection: BaseDatabaseWrapper) -> object | None:
+    """The atomic block whose end commits or rolls back what runs in it now.
+
+    Django's ``TestCase`` wraps every test in blocks of its own (``_from_testcase``) that never
+    commit: a test sees them as the database itself, as a site would, and they are skipped.
+    """
+    for block in connection.atomic_blocks:
+        if not getattr(block, "_from_testcase", False):
+            return block
+    return None
+
+
+def _mark_open_transactions() -> None:
+    for connection in connections.all(initialized_only=True):
+        block = _outermost_block(connection)
+        if block is not None:
+            connection.__dict__[_UNCOMMITTED_CHANGE] = block
+
+
+def _may_store() -> bool:
+    """Whether rules read now may be kept: no uncommitted change of this thread is visible."""
+    for connection in connections.all(initialized_only=True):
+        marked = connection.__dict__.get(_UNCOMMITTED_CHANGE)
+        if marked is None:
+            continue
+        if _outermost_block(connection) is marked:
+            return False
+        del connection.__dict__[_UNCOMMITTED_CHANGE]  # that transaction has ended
+    return True
+
+
 def normalise_limit(limit: int | None) -> int | None:
     return None if limit is None or limit == UNLIMITED else int(limit)
 
@@ -215,7 +258,8 @@ def load_plan_rules(plan_id: int) -> PlanRules:
             label=feature_label(limit.feature),
         )
     plan_rules = PlanRules(plan_id=plan.pk, code=plan.code, name=plan.name, rules=rules)
-    cache.set(key, plan_rules, conf.CACHE_TIMEOUT)
+    if _may_store():
+        cache.set(key, plan_rules, conf.CACHE_TIMEOUT)
     return plan_rules
 
 
@@ -233,7 +277,8 @@ def _load_tenant_part(tenant_id: int) -> dict[str, object]:
         o.feature: o.limit for o in TenantLimitOverride.objects.filter(tenant_id=tenant_id)
     }
     part = _tenant_part(tenant, overrides)
-    cache.set(key, part, conf.CACHE_TIMEOUT)
+    if _may_store():
+        cache.set(key, part, conf.CACHE_TIMEOUT)
     return part
 
 
@@ -259,6 +304,8 @@ def tenant_rules(tenant: Tenant | int) -> TenantRules:
     if local is not None and local[0] == generation:
         return local[1]
     rules = _compose(tenant_id, _load_tenant_part(tenant_id))
+    if not _may_store():
+        return rules
     with _local_lock:
         if len(_LOCAL_RULES) >= _LOCAL_RULES_MAX:
             _LOCAL_RULES.clear()
@@ -327,7 +374,8 @@ def known_features() -> frozenset[str]:
     cached = cache.get(FEATURES_CACHE_KEY)
     if not isinstance(cached, frozenset):
         cached = frozenset(PlanLimit.objects.values_list("feature", flat=True).distinct())
-        cache.set(FEATURES_CACHE_KEY, cached, conf.CACHE_TIMEOUT)
+        if _may_store():
+            cache.set(FEATURES_CACHE_KEY, cached, conf.CACHE_TIMEOUT)
     return cached | frozenset(conf.FEATURES)
 
 
@@ -342,6 +390,7 @@ def _tenant_id(tenant: Tenant | int) -> int:
 
 
 def forget_tenant(tenant_id: int) -> None:
+    _mark_open_transactions()
     _cache().delete(tenant_cache_key(tenant_id))
     _new_generation()
     _LOCAL_RULES.pop(tenant_id, None)
@@ -349,6 +398,7 @@ def forget_tenant(tenant_id: int) -> None:
 
 def forget_memberships() -> None:
     """Drop every process's remembered request tenants (:mod:`usage_limits.tenancy`)."""
+    _mark_open_transactions()
     _new_generation()
 
 
@@ -358,6 +408,7 @@ def forget_all() -> None:
     For bulk changes made without signals (``QuerySet.update()``, raw SQL, a restored dump):
     the next check reads plans, limits, tenants and memberships again.
     """
+    _mark_open_transactions()
     cache = _cache()
     keys = [plan_cache_key(pk) for pk in Plan.objects.values_list("pk", flat=True)]
     keys += [tenant_cache_key(pk) for pk in Tenant.objects.values_list("pk", flat=True)]
@@ -375,5 +426,6 @@ def current_generation() -> str:
 
 
 def forget_plan(plan_id: int) -> None:
+    _mark_open_transactions()
     _cache().delete_many([plan_cache_key(plan_id), FEATURES_CACHE_KEY])
     _new_generation()
