@@ -105,17 +105,9 @@ def _user_settings() -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-@functools.cache
-def _warning_thresholds() -> tuple[int, ...]:
-    # Read on every counted change: sorted once per settings value, not per call.
-    raw = _user_settings().get("WARNING_THRESHOLDS", DEFAULTS["WARNING_THRESHOLDS"])
-    return tuple(sorted(int(t) for t in raw))
-
-
 def _forget_settings(*, setting: str, **kwargs: Any) -> None:
     if setting == "USAGE_LIMITS":
         _user_settings.cache_clear()
-        _warning_thresholds.cache_clear()
         conf.__dict__.clear()  # the values its cached properties computed from the old setting
 
 
@@ -158,9 +150,10 @@ class UsageLimitsSettings:
     def RED_PERCENT(self) -> float:
         return float(self.get("METER_THRESHOLDS").get("red", 85))
 
-    @property
+    @cached_property
     def WARNING_THRESHOLDS(self) -> tuple[int, ...]:
-        return _warning_thresholds()
+        # Read on every counted change: sorted once per value of the setting, not per call.
+        return tuple(sorted(int(t) for t in self.get("WARNING_THRESHOLDS")))
 
     @cached_property
     def RESET_MODE(self) -> str:

@@ -62,6 +62,7 @@ from usage_limits.enforcement import (
     counts_nothing,
     feature_problem,
     is_billable,
+    log_refused_unavailable,
     record_decision,
 )
 from usage_limits.engine import consume, refund
@@ -158,7 +159,7 @@ def _tenant(view: APIView, request: Request) -> Tenant | None:
     except TenantAccessDenied as denied:
         raise UsageLimitRefused(403, tenant_access_payload(str(denied))) from None
     except STORE_ERRORS as exc:  # the database dropped while finding the tenant
-        logger.warning("usage_limits: database unavailable (%s), refused with 503", exc)
+        log_refused_unavailable("database", exc, request.path)
         raise UsageLimitRefused(503, store_unavailable_payload()) from None
     if tenant is not None:
         return tenant
@@ -233,11 +234,7 @@ def _consume(view: APIView, request: Request, rule: QuotaRule) -> Decision | Non
     try:
         decision = consume(tenant, rule.feature, quantity)
     except STORE_ERRORS as exc:
-        logger.warning(
-            "usage_limits: store unavailable (%s), %s refused with 503",
-            type(exc).__name__,
-            request.path,
-        )
+        log_refused_unavailable("store", exc, request.path)
         raise UsageLimitRefused(503, store_unavailable_payload()) from None
     except FeatureNotInPlan:
         payload = feature_payload(rule.feature, tenant_rules(tenant).plan_code)

@@ -69,6 +69,14 @@ STORE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError,
 _DECISIONS = "_usage_limits_decisions"
 
 
+def log_refused_unavailable(failed: str, exc: BaseException, path: str) -> None:
+    """The log line of a request refused with 503 because the ``failed`` part (the "database"
+    finding the tenant, the "store" counting) could not answer; the same at every edge."""
+    logger.warning(
+        "usage_limits: %s unavailable (%s), %s refused with 503", failed, type(exc).__name__, path
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaRule:
     """What an enforced view costs: ``quantity`` of ``feature``, counted always or on success."""
@@ -172,11 +180,7 @@ def _admit(request: HttpRequest, rule: QuotaRule, record_event: bool) -> _Admiss
     try:
         tenant, refusal = _tenant_or_refusal(request)
     except STORE_ERRORS as exc:  # the database dropped while finding the tenant
-        logger.warning(
-            "usage_limits: database unavailable (%s), %s refused with 503",
-            type(exc).__name__,
-            request.path,
-        )
+        log_refused_unavailable("database", exc, request.path)
         admission.refusal = store_unavailable(request)
         return admission
     if tenant is None:
@@ -193,11 +197,7 @@ def _admit(request: HttpRequest, rule: QuotaRule, record_event: bool) -> _Admiss
     try:
         decision = consume(tenant, rule.feature, quantity, **options)
     except STORE_ERRORS as exc:
-        logger.warning(
-            "usage_limits: store unavailable (%s), %s refused with 503",
-            type(exc).__name__,
-            request.path,
-        )
+        log_refused_unavailable("store", exc, request.path)
         admission.refusal = store_unavailable(request)
         return admission
     except FeatureNotInPlan:

@@ -174,6 +174,15 @@ class _OutsideChanges:
                 store.undo(key, change)
             self.made.clear()
 
+    # Entered before the transaction (``with _OutsideChanges() as outside, atomic():``), so it
+    # exits after it: the database has rolled back when what it cannot undo is taken back.
+    def __enter__(self) -> _OutsideChanges:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.undo()
+
 
 # --- reading -----------------------------------------------------------------------------------
 
@@ -378,39 +387,35 @@ def _count_once(
         )
     alias = conf.DATABASE_ALIAS
     key = CounterKey(rules.tenant_id, rule.feature, period)
-    outside = _OutsideChanges()
-    try:
-        with transaction.atomic(using=alias):
-            try:
-                with transaction.atomic(using=alias):
-                    event = UsageEvent.objects.using(alias).create(
-                        tenant_id=rules.tenant_id,
-                        feature=rule.feature,
-                        quantity=quantity,
-                        idempotency_key=idempotency_key,
-                        timestamp=timezone.now(),
-                        period_key=period.key,
-                        metadata=dict(metadata or {}),
-                    )
-            except IntegrityError:
-                # Seen before (possibly a moment ago, by a request that held the key until it
-                # committed): answer with the original outcome and count nothing.
-                original = UsageEvent.objects.using(alias).get(
-                    tenant_id=rules.tenant_id, idempotency_key=idempotency_key
+    # If anything fails, the event row is gone: so must be what was counted with it.
+    with _OutsideChanges() as outside, transaction.atomic(using=alias):
+        try:
+            with transaction.atomic(using=alias):
+                event = UsageEvent.objects.using(alias).create(
+                    tenant_id=rules.tenant_id,
+                    feature=rule.feature,
+                    quantity=quantity,
+                    idempotency_key=idempotency_key,
+                    timestamp=timezone.now(),
+                    period_key=period.key,
+                    metadata=dict(metadata or {}),
                 )
-                replay = _replayed(rules, rule, period, original)
-                return replay, CounterChange(False, replay.used, replay.used)
-            change: CounterChange = outside.note(key, apply())
-            UsageEvent.objects.using(alias).filter(pk=event.pk).update(
-                accepted=change.applied,
-                used_after=change.after,
-                report_state=UsageEvent.ReportState.PENDING
-                if billable and change.applied
-                else UsageEvent.ReportState.NOT_REPORTED,
+        except IntegrityError:
+            # Seen before (possibly a moment ago, by a request that held the key until it
+            # committed): answer with the original outcome and count nothing.
+            original = UsageEvent.objects.using(alias).get(
+                tenant_id=rules.tenant_id, idempotency_key=idempotency_key
             )
-    except BaseException:
-        outside.undo()  # the event row is gone: so must be what was counted with it
-        raise
+            replay = _replayed(rules, rule, period, original)
+            return replay, CounterChange(False, replay.used, replay.used)
+        change: CounterChange = outside.note(key, apply())
+        UsageEvent.objects.using(alias).filter(pk=event.pk).update(
+            accepted=change.applied,
+            used_after=change.after,
+            report_state=UsageEvent.ReportState.PENDING
+            if billable and change.applied
+            else UsageEvent.ReportState.NOT_REPORTED,
+        )
     return None, change
 
 
@@ -428,28 +433,24 @@ def _count_billable(
     and so writes no row.
     """
     alias = conf.DATABASE_ALIAS
-    outside = _OutsideChanges()
-    try:
-        with transaction.atomic(using=alias):
-            change: CounterChange = outside.note(
-                CounterKey(rules.tenant_id, rule.feature, period), apply()
+    # If anything fails, there is no ledger row, so nothing billed: nothing counted either.
+    with _OutsideChanges() as outside, transaction.atomic(using=alias):
+        change: CounterChange = outside.note(
+            CounterKey(rules.tenant_id, rule.feature, period), apply()
+        )
+        if change.applied:
+            UsageEvent.objects.using(alias).create(
+                tenant_id=rules.tenant_id,
+                feature=rule.feature,
+                quantity=quantity,
+                idempotency_key=uuid.uuid4().hex,
+                timestamp=timezone.now(),
+                period_key=period.key,
+                accepted=True,
+                used_after=change.after,
+                metadata=dict(metadata or {}),
+                report_state=UsageEvent.ReportState.PENDING,
             )
-            if change.applied:
-                UsageEvent.objects.using(alias).create(
-                    tenant_id=rules.tenant_id,
-                    feature=rule.feature,
-                    quantity=quantity,
-                    idempotency_key=uuid.uuid4().hex,
-                    timestamp=timezone.now(),
-                    period_key=period.key,
-                    accepted=True,
-                    used_after=change.after,
-                    metadata=dict(metadata or {}),
-                    report_state=UsageEvent.ReportState.PENDING,
-                )
-    except BaseException:
-        outside.undo()  # no ledger row, so nothing billed: nothing counted either
-        raise
     return change
 
 
@@ -508,24 +509,20 @@ def record_events(
         return []
     alias = conf.DATABASE_ALIAS
     for _attempt in range(_BATCH_ATTEMPTS):
-        outside = _OutsideChanges()
         try:
-            with transaction.atomic(using=alias):
+            # A failed attempt takes back what the database's rollback cannot (see
+            # _OutsideChanges) before it is run again or the error goes up.
+            with _OutsideChanges() as outside, transaction.atomic(using=alias):
                 return _record_batch(rules, events, periods, now, outside)
         except IntegrityError:
             # A concurrent batch committed one of the keys first: run again, seeing it replayed.
-            outside.undo()
             continue
         except (OperationalError, StoreUnavailable) as exc:
             # InnoDB may pick a batch as the victim of a lock cycle on a key's index entry (the
             # first use of a period, duplicate-key checks); the whole transaction was rolled
             # back, so running it again is safe. (The store reports it as StoreUnavailable.)
-            outside.undo()
             if not _is_deadlock(exc):
                 raise
-        except BaseException:
-            outside.undo()
-            raise
     logger.warning("usage_limits: a batch of %d events kept losing key races", len(events))
     return [_record_alone(rules.tenant_id, event) for event in events]
 

@@ -49,6 +49,11 @@ class Figures:
         path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def discrepancy(expected: int, stored: int) -> dict[str, int]:
+    """What a proof reports of a counter against what it should hold: units lost, units doubled."""
+    return {"lost": max(expected - stored, 0), "doubled": max(stored - expected, 0)}
+
+
 def _row_key(row: dict[str, Any]) -> tuple[str, ...]:
     variant = str(row.get("variant", ""))
     surface = str(row.get("surface", ""))

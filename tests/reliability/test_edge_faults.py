@@ -41,7 +41,7 @@ from usage_limits.testing.factories import (
 
 from . import edges
 from .faults import KILLABLE_VENDORS, ConnectionKiller, session_id
-from .figures import Figures
+from .figures import Figures, discrepancy
 from .stores import describe_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -179,8 +179,7 @@ def test_a_connection_killed_mid_request_is_a_503_and_loses_nothing(
         statuses=dict(sorted(tally.statuses.items())),
         admitted=tally.admitted,
         stored=used,
-        lost=max(tally.admitted - used, 0),
-        doubled=max(used - tally.admitted, 0),
+        **discrepancy(tally.admitted, used),
     )
     assert killer.kills == 3
     assert used == tally.admitted == 6
@@ -241,7 +240,6 @@ def test_redis_stopped_gives_the_fail_mode_at_every_edge_and_loses_nothing(
         statuses=dict(sorted(tally.statuses.items())),
         admitted=tally.admitted,
         stored=in_database,
-        lost=max(tally.admitted - in_database, 0),
-        doubled=max(in_database - tally.admitted, 0),
+        **discrepancy(tally.admitted, in_database),
     )
     assert in_redis == in_database == tally.admitted

@@ -20,7 +20,7 @@ from usage_limits.periods import current_period
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
 from .crew import Crew
-from .figures import Figures
+from .figures import Figures, discrepancy
 from .stores import StoreTarget
 from .surfaces import INCREMENT, Surface
 
@@ -64,8 +64,7 @@ def test_concurrent_increments_lose_nothing(
         threads=THREADS,
         units=expected,
         stored=stored,
-        lost=max(expected - stored, 0),
-        doubled=max(stored - expected, 0),
+        **discrepancy(expected, stored),
         repeated_values=repeated,
         flushed=flushed,
         record_mismatches=None if flushed is None else len(mismatches),

@@ -24,7 +24,7 @@ from usage_limits.periods import current_period
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
 from .crew import Crew
-from .figures import Figures
+from .figures import Figures, discrepancy
 from .stores import StoreTarget
 from .surfaces import Admission, Surface
 
@@ -185,8 +185,7 @@ def test_concurrent_consumers_of_mixed_quantities_never_exceed_the_limit(
         admitted=units_admitted,
         stored=stored_total,
         over_admitted=over,
-        lost=max(units_admitted - stored_total, 0),
-        doubled=max(stored_total - units_admitted, 0),
+        **discrepancy(units_admitted, stored_total),
         unfair_denials=unfair,
         failed_trials=len(failures),
         flushed=flushed,

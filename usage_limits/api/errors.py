@@ -8,7 +8,6 @@ every edge of the app sends.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from rest_framework import exceptions, status
@@ -17,9 +16,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from usage_limits.denials import store_unavailable_payload
-from usage_limits.enforcement import STORE_ERRORS
-
-logger = logging.getLogger("usage_limits")
+from usage_limits.enforcement import STORE_ERRORS, log_refused_unavailable
 
 INVALID_MESSAGE = "The request is not valid; see errors."
 
@@ -31,7 +28,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     connection that dropped) is a 503 with the body every edge sends, never a 500 page.
     """
     if isinstance(exc, STORE_ERRORS):
-        logger.warning("usage_limits: store unavailable (%s), API refused with 503", exc)
+        request = context.get("request")
+        log_refused_unavailable("store", exc, getattr(request, "path", "an API request"))
         set_rollback()
         return Response(store_unavailable_payload(), status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response = drf_exception_handler(exc, context)

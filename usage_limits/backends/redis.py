@@ -28,7 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from datetime import time as day_start
 from typing import Any, TypeVar
@@ -258,12 +258,8 @@ class RedisStore(UsageStore):
     def _with_bucket(self, key: CounterKey, names: _CounterNames, day: date) -> _CounterNames:
         """``names`` with today's bucket filled in (once per counter and day)."""
         if names.day != day:
-            names = _CounterNames(
-                counter=names.counter,
-                dirty=names.dirty,
-                field=names.field,
-                expire_at=names.expire_at,
-                history=True,
+            names = replace(
+                names,
                 day=day,
                 bucket=self.keys.day_bucket(key.tenant_id, key.feature, day),
                 bucket_field=str(DayField(key.feature, day)),
