@@ -188,7 +188,7 @@ def _new_generation() -> None:
 # Rules built from such reads must not be kept: if the transaction rolled back, they would go on
 # enforcing a plan, limit or override that never existed. So every invalidation marks the
 # transactions open on this thread (their outermost atomic block), and while a marked one runs,
-# rules (and the tenancy resolver's answers) are built but not stored; the receivers of
+# rules are built but not stored; the receivers of
 # :mod:`usage_limits.invalidation` drop the entries again after commit. (An atomic block reused
 # as a decorator is the same object on its next call: that call then stores nothing either,
 # which costs reads, never correctness.)
@@ -214,9 +214,9 @@ def _mark_open_transactions() -> None:
             connection.__dict__[_UNCOMMITTED_CHANGE] = block
 
 
-def uncommitted_change_visible() -> bool:
-    """Whether this thread is inside a transaction that changed a plan, limit, override, tenant
-    or membership: what it reads now may be used, but must not be remembered."""
+def _uncommitted_change_visible() -> bool:
+    """Whether this thread is inside a transaction that changed a plan, limit, override or
+    tenant: the rules it reads now may be used, but must not be remembered."""
     for connection in connections.all(initialized_only=True):
         marked = connection.__dict__.get(_UNCOMMITTED_CHANGE)
         if marked is None:
@@ -260,7 +260,7 @@ def load_plan_rules(plan_id: int) -> PlanRules:
             label=feature_label(limit.feature),
         )
     plan_rules = PlanRules(plan_id=plan.pk, code=plan.code, name=plan.name, rules=rules)
-    if not uncommitted_change_visible():
+    if not _uncommitted_change_visible():
         cache.set(key, plan_rules, conf.CACHE_TIMEOUT)
     return plan_rules
 
@@ -279,7 +279,7 @@ def _load_tenant_part(tenant_id: int) -> dict[str, object]:
         o.feature: o.limit for o in TenantLimitOverride.objects.filter(tenant_id=tenant_id)
     }
     part = _tenant_part(tenant, overrides)
-    if not uncommitted_change_visible():
+    if not _uncommitted_change_visible():
         cache.set(key, part, conf.CACHE_TIMEOUT)
     return part
 
@@ -306,7 +306,7 @@ def tenant_rules(tenant: Tenant | int) -> TenantRules:
     if local is not None and local[0] == generation:
         return local[1]
     rules = _compose(tenant_id, _load_tenant_part(tenant_id))
-    if uncommitted_change_visible():
+    if _uncommitted_change_visible():
         return rules
     with _local_lock:
         if len(_LOCAL_RULES) >= _LOCAL_RULES_MAX:
@@ -376,7 +376,7 @@ def known_features() -> frozenset[str]:
     cached = cache.get(FEATURES_CACHE_KEY)
     if not isinstance(cached, frozenset):
         cached = frozenset(PlanLimit.objects.values_list("feature", flat=True).distinct())
-        if not uncommitted_change_visible():
+        if not _uncommitted_change_visible():
             cache.set(FEATURES_CACHE_KEY, cached, conf.CACHE_TIMEOUT)
     return cached | frozenset(conf.FEATURES)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.signals import setting_changed
+from django.db import connections
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.http.request import HttpHeaders
@@ -32,7 +33,7 @@ from django.utils.module_loading import import_string
 from usage_limits.conf import conf
 from usage_limits.exceptions import TenantAccessDenied
 from usage_limits.models import Tenant
-from usage_limits.rules import current_generation, uncommitted_change_visible
+from usage_limits.rules import current_generation
 
 TenantResolver = Callable[[HttpRequest], Tenant | None]
 
@@ -63,9 +64,10 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
         tenant = remembered[1]
     else:
         tenant = _member_tenant(user.pk, asked)
-        # Not while this thread's transaction has changed a membership, tenant or plan: a
-        # rollback would leave an answer remembered from rows that never existed.
-        if not uncommitted_change_visible():
+        # Not inside a transaction: one that rolls back would leave an answer remembered from
+        # rows that never existed (a membership granted, then undone). So with ATOMIC_REQUESTS
+        # the resolver queries on every request.
+        if not connections[Tenant.objects.db].in_atomic_block:
             with _remembered_lock:
                 if len(_REMEMBERED) >= _REMEMBERED_MAX:
                     _REMEMBERED.clear()
