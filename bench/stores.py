@@ -17,7 +17,10 @@ time, then remembered by the process until a membership, tenant or plan changes)
 
 The hot-counter rows drive one tenant's counter from 2 processes, each running ``--hot-threads``
 threads (1 by default; web workers serve several threads each) that call ``consume`` back to
-back; the figure is the sum of all calls divided by the wall-clock time.
+back; the figure is the sum of all calls divided by the wall-clock time. On PostgreSQL they run
+three times: on Django's default connection settings, with prepared statements
+(``server_side_binding`` and ``prepare_threshold``), and with prepared statements and
+``synchronous_commit=off`` (docs/scaling.md, "Before switching").
 
 Every measurement runs in a child process of its own database (SQLite, PostgreSQL; the Redis rows
 keep their record in PostgreSQL), configured by ``bench/stores_settings.py``:
@@ -315,13 +318,21 @@ CASES: dict[str, list[tuple[str, Callable[[Context], View | None]]]] = {
 }
 # The hot counter through the engine (what a request pays: rules, period, signals) and at the
 # store itself (what the counter sustains).
-# The "bare driver" rows are the floor: the same guarded UPDATE sent by psycopg alone, without
-# Django or this package, on the same connection settings: what this machine allows at all.
+# The "bare driver" rows are the floor: the store's own statement (the guarded UPDATE with today's
+# history bucket folded in) sent by psycopg alone, without Django or this package, on the same
+# connection settings: what this machine allows at all.
+# Each group runs on its own connection settings (see HOT_OPTIONS).
 HOT = {
     "postgresql": [
-        ("PostgreSQL: bare driver, guarded UPDATE (the floor)", "driver"),
+        ("PostgreSQL: bare driver, the store's statement (the floor)", "driver"),
         ("PostgreSQL: store.consume()", "store"),
         ("PostgreSQL: engine consume()", "engine"),
+        # Django's default on psycopg 3: parameters bound on the client, no prepared statements
+        # (so that transaction-pooling proxies work). Opting in lets the server parse and plan
+        # the counter's statement once per connection instead of once per request.
+        ("PostgreSQL, prepared statements: bare driver (the floor)", "driver"),
+        ("PostgreSQL, prepared statements: store.consume()", "store"),
+        ("PostgreSQL, prepared statements: engine consume()", "engine"),
         # A connection of its own for the counters may commit without waiting for the disk: a
         # server crash can then forget the last fraction of a second of counts, never corrupt.
         ("PostgreSQL, no synchronous commit: bare driver (the floor)", "driver"),
@@ -332,6 +343,15 @@ HOT = {
         ("Redis: store.consume()", "store"),
         ("Redis: engine consume()", "engine"),
     ],
+}
+# The connection OPTIONS of each hot-counter group, by a phrase of its labels.
+HOT_OPTIONS = {
+    "prepared statements": {"server_side_binding": True, "prepare_threshold": 0},
+    "no synchronous commit": {
+        "server_side_binding": True,
+        "prepare_threshold": 0,
+        "options": "-c synchronous_commit=off",
+    },
 }
 
 
@@ -353,12 +373,6 @@ def measure(view: View, request: Any, seconds: float) -> dict[str, float]:
     return {"us_per_call": elapsed / calls * 1e6, "per_second": calls / elapsed}
 
 
-DRIVER_UPDATE = (
-    "UPDATE usage_limits_usagerecord SET used = used + %s WHERE tenant_id = %s AND feature = %s "
-    "AND period_start = %s AND used <= %s RETURNING used"
-)
-
-
 def _hot_worker(
     tenant_id: int, seconds: float, level: str, threads: int, start: Any, results: Any
 ) -> None:
@@ -369,6 +383,8 @@ def _hot_worker(
 
     from usage_limits import consume
     from usage_limits.backends import CounterKey, get_store
+    from usage_limits.backends.base import usage_day
+    from usage_limits.backends.database import _statements
     from usage_limits.periods import period_containing
 
     connections.close_all()  # never share the parent's connection
@@ -383,13 +399,21 @@ def _hot_worker(
     def store_call() -> None:
         store.consume(key, 1, limit)
 
+    # What DatabaseStore.consume() sends for this call, built once: its statement and parameters.
+    statement = _statements(connections["default"]).guarded_add_with_history
+    day = usage_day(timezone.now())
+
     def driver_call() -> None:
         connection = connections["default"]
         connection.ensure_connection()
         cursor = connection.__dict__.setdefault(
             "_bench_driver_cursor", connection.connection.cursor()
         )
-        cursor.execute(DRIVER_UPDATE, [1, tenant_id, "api_calls", key.period.start, limit - 1])
+        now = timezone.now()
+        cursor.execute(
+            statement,
+            [1, now, tenant_id, "api_calls", key.period.start, limit - 1, day, 1],
+        )
         cursor.fetchone()
 
     call = {"engine": engine_call, "store": store_call, "driver": driver_call}[level]
@@ -516,13 +540,13 @@ def child(target: str, seconds: float, hot_seconds: float, hot_threads: int) -> 
                 best[label] = result
     for label, _build in CASES[target]:
         _emit({"label": label, **best.get(label, {"missing": True})})
-    for label, level in HOT.get(target, []):
-        if "no synchronous commit" in label:
-            from django.db import connection
+    from django.db import connection
 
-            connection.close()
-            options = connection.settings_dict.setdefault("OPTIONS", {})
-            options["options"] = "-c synchronous_commit=off"
+    plain_options = dict(connection.settings_dict.get("OPTIONS", {}))
+    for label, level in HOT.get(target, []):
+        options = next((extra for phrase, extra in HOT_OPTIONS.items() if phrase in label), {})
+        connection.close()
+        connection.settings_dict["OPTIONS"] = {**plain_options, **options}
         hot_tenant = TenantFactory(plan_id=_bench_plan_id())
         figures = hot_counter(hot_tenant.pk, hot_seconds, level, threads=hot_threads)
         _emit({"label": label, "hot": True, "threads": hot_threads, **figures})
