@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "quot
 def prepared_alias(settings: pytest.FixtureRequest, vendor: str) -> Iterator[BaseDatabaseWrapper]:
     """The counters on the ``quota`` alias, its connections opted in to prepared statements."""
     if vendor != "postgresql":
-        pytest.skip("server-side binding and prepared statements are psycopg 3 options")
+        pytest.skip("PostgreSQL only: server-side binding and prepared statements of psycopg 3")
     connection = connections["quota"]
     # One settings dict serves every thread's connection to the alias.
     options = connection.settings_dict.setdefault("OPTIONS", {})
