@@ -56,6 +56,8 @@ def test_valid_settings_pass() -> None:
         ({"CACHE_ALIAS": "nowhere"}, "usage_limits.E015"),
         ({"DRIVER_CURSOR": "yes"}, "usage_limits.E016"),
         ({"DRIVER_CURSOR": 1}, "usage_limits.E016"),
+        ({"GROUP_CONCURRENT_COUNTS": "no"}, "usage_limits.E017"),
+        ({"GROUP_CONCURRENT_COUNTS": None}, "usage_limits.E017"),
         ({"OVERDUE_RETRY_AFTER": 0}, "usage_limits.E092"),
         ({"OVERDUE_RETRY_AFTER": "60"}, "usage_limits.E092"),
         ({"OVERDUE_RETRY_AFTER": True}, "usage_limits.E092"),

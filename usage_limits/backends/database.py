@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
-from functools import reduce
+from functools import partial, reduce
 from operator import or_
 from typing import Any
 
@@ -45,6 +45,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
+from usage_limits.backends.grouping import CountGroups
 from usage_limits.conf import conf
 from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
 from usage_limits.models import UsageDailyBucket, UsageRecord
@@ -199,6 +200,7 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
 
 
 _cache: dict[tuple[str, str], _Statements] = {}
+_count_groups = CountGroups()
 
 
 class DatabaseStore(UsageStore):
@@ -252,6 +254,17 @@ class DatabaseStore(UsageStore):
         # A plain try rather than _unavailable_on_connection_loss(): this is the path every
         # enforced request takes, and a generator-based context manager costs a few us here.
         try:
+            connection = connections[conf.DATABASE_ALIAS]
+            if (
+                conf.GROUP_CONCURRENT_COUNTS
+                and not connection.in_atomic_block
+                and connection.get_autocommit()
+            ):
+                # Outside any transaction, concurrent counts of this process on the same counter
+                # share one statement and one commit (see usage_limits.backends.grouping).
+                return _count_groups.consume(
+                    (connection.alias, key), quantity, limit, partial(self._consume, key)
+                )
             return self._consume(key, quantity, limit)
         except (OperationalError, InterfaceError) as exc:
             raise self._lost(exc) from exc
@@ -598,6 +611,7 @@ def _create_driver_cursor(connection: BaseDatabaseWrapper) -> Any:
 
 
 _driver_cache: dict[tuple[str, str], _Statements] = {}
+_count_groups = CountGroups()
 _FORMAT_PLACEHOLDER = re.compile(r"(?<!%)%s")
 
 
