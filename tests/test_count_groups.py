@@ -99,9 +99,17 @@ def test_counts_arriving_while_one_is_sent_go_out_as_one_change() -> None:
 
 def test_a_group_whose_total_does_not_fit_runs_one_by_one_and_admits_exactly() -> None:
     groups, counter = CountGroups(), MemoryCounter()
+    results = count_in_threads(groups, counter, [(2, 4), (1, 4), (1, 4), (1, 4)])
+    assert counter.calls[:2] == [(2, 4), (3, 4)]  # the group's total is refused...
+    assert counter.calls[2:] == [(1, 4)] * 3  # ...so its three counts run one by one
+    assert [r.applied for r in results].count(True) == 3
+    assert counter.used == 4
+
+
+def test_a_group_whose_total_passes_the_limit_is_not_even_tried() -> None:
+    groups, counter = CountGroups(), MemoryCounter()
     results = count_in_threads(groups, counter, [(1, 3)] * 5)
-    assert counter.calls[:2] == [(1, 3), (4, 3)]  # the group's total is refused...
-    assert counter.calls[2:] == [(1, 3)] * 4  # ...so its four counts run one by one
+    assert counter.calls == [(1, 3)] * 5
     assert sum(r.applied for r in results) == 3
     assert counter.used == 3
 

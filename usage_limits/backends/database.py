@@ -262,9 +262,8 @@ class DatabaseStore(UsageStore):
             ):
                 # Outside any transaction, concurrent counts of this process on the same counter
                 # share one statement and one commit (see usage_limits.backends.grouping).
-                return _count_groups.consume(
-                    (connection.alias, key), quantity, limit, partial(self._consume, key)
-                )
+                counter = (connection.alias, key.tenant_id, key.feature, key.period.start)
+                return _count_groups.consume(counter, quantity, limit, partial(self._consume, key))
             return self._consume(key, quantity, limit)
         except (OperationalError, InterfaceError) as exc:
             raise self._lost(exc) from exc

@@ -108,8 +108,9 @@ def _send(group: list[PendingCount], apply: Apply) -> None:
     """Give every member of ``group`` its change or its error; never raise."""
     try:
         limit = group[0].limit
-        if len(group) > 1 and all(member.limit == limit for member in group):
-            total = sum(member.quantity for member in group)
+        total = sum(member.quantity for member in group)
+        # A total above the limit cannot fit (and might not fit the counter's column either).
+        if len(group) > 1 and total <= limit and all(m.limit == limit for m in group):
             change = apply(total, limit)
             if change.applied:
                 before = change.before
