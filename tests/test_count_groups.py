@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from usage_limits import consume, get_usage
+from usage_limits import consume, get_usage, increment_usage
 from usage_limits.backends.base import CounterChange
 from usage_limits.backends.database import _count_groups
 from usage_limits.backends.grouping import CountGroups
@@ -180,6 +180,7 @@ class Counting:
     tenant: Tenant
     count: int
     atomic: bool = False
+    count_with: Callable[..., Any] = consume  # or increment_usage
     statements: list[str] = field(default_factory=list)  # the guarded UPDATEs
     decisions: list[Any] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -197,9 +198,9 @@ class Counting:
             with connection.execute_wrapper(self._note):
                 if self.atomic:
                     with transaction.atomic():
-                        self.decisions.append(consume(self.tenant.pk, "api_calls"))
+                        self.decisions.append(self.count_with(self.tenant.pk, "api_calls"))
                 else:
-                    self.decisions.append(consume(self.tenant.pk, "api_calls"))
+                    self.decisions.append(self.count_with(self.tenant.pk, "api_calls"))
         finally:
             connection.close()
 
@@ -222,6 +223,28 @@ def test_threads_that_meet_on_a_busy_counter_send_one_statement(tenant: Tenant) 
     assert len(counting.statements) == 2  # the first count alone, then the five that waited
     assert sorted(d.used for d in counting.decisions) == [2, 3, 4, 5, 6, 7]
     assert get_usage(tenant).feature("api_calls").used == 7
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recorded_usage_is_grouped_too_but_never_with_guarded_counts(tenant: Tenant) -> None:
+    consume(tenant.pk, "api_calls")
+    first = Counting(tenant, 1)
+    consumes = Counting(tenant, 2)
+    increments = Counting(tenant, 4, count_with=increment_usage)
+    with RowLock(tenant):
+        first.threads[0].start()
+        time.sleep(0.2)  # held by the row lock
+        for thread in consumes.threads + increments.threads:
+            thread.start()
+        # Two consumes wait behind the first; of the increments, one is sent (and held by the
+        # row), three wait behind it: never in a group sent with a guard, or without one.
+        wait_until(lambda: _count_groups.waiting() == 5)
+    for counting in (first, consumes, increments):
+        counting.join()
+    assert len(consumes.statements) == 1
+    assert len(increments.statements) == 2
+    assert all(d.allowed for d in consumes.decisions + increments.decisions)
+    assert get_usage(tenant).feature("api_calls").used == 8
 
 
 @pytest.mark.django_db(transaction=True)

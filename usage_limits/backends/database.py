@@ -45,7 +45,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
-from usage_limits.backends.grouping import CountGroups
+from usage_limits.backends.grouping import Apply, CountGroups
 from usage_limits.conf import conf
 from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
 from usage_limits.models import UsageDailyBucket, UsageRecord
@@ -254,19 +254,27 @@ class DatabaseStore(UsageStore):
         # A plain try rather than _unavailable_on_connection_loss(): this is the path every
         # enforced request takes, and a generator-based context manager costs a few us here.
         try:
-            connection = connections[conf.DATABASE_ALIAS]
-            if (
-                conf.GROUP_CONCURRENT_COUNTS
-                and not connection.in_atomic_block
-                and connection.get_autocommit()
-            ):
-                # Outside any transaction, concurrent counts of this process on the same counter
-                # share one statement and one commit (see usage_limits.backends.grouping).
-                counter = (connection.alias, key.tenant_id, key.feature, key.period.start)
-                return _count_groups.consume(counter, quantity, limit, partial(self._consume, key))
-            return self._consume(key, quantity, limit)
+            return self._grouped("consume", key, quantity, limit, partial(self._consume, key))
         except (OperationalError, InterfaceError) as exc:
             raise self._lost(exc) from exc
+
+    @staticmethod
+    def _grouped(
+        kind: str, key: CounterKey, quantity: int, limit: int, apply: Apply
+    ) -> CounterChange:
+        """``apply(quantity, limit)``, sharing one statement and one commit with this process's
+        concurrent counts of the same kind on the same counter when outside any transaction (a
+        count inside the caller's transaction must commit or roll back with it). See
+        :mod:`usage_limits.backends.grouping`."""
+        connection = connections[conf.DATABASE_ALIAS]
+        if (
+            conf.GROUP_CONCURRENT_COUNTS
+            and not connection.in_atomic_block
+            and connection.get_autocommit()
+        ):
+            counter = (kind, connection.alias, key.tenant_id, key.feature, key.period.start)
+            return _count_groups.consume(counter, quantity, limit, apply)
+        return apply(quantity, limit)
 
     def _consume(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
         connection, sql = self._connection()
@@ -313,24 +321,33 @@ class DatabaseStore(UsageStore):
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
         with self._unavailable_on_connection_loss():
-            connection, sql = self._connection()
-            now = timezone.now()
-            history = _History.of(sql, now, key)
-            cursor, sql = _hot_cursor(connection, sql)
-            after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
-            if after is None:
-                self._insert_missing(connection, sql, cursor, key)
-                after = self._counted_add(connection, sql, cursor, key, quantity, now, history)
-            if after is None:
-                # The row exists (it was just inserted) but the sum would not fit: SQLite
-                # would silently turn it into a float, the others raise a vendor error.
-                cursor.execute(sql.read, self._key_params(connection, key))
-                row = cursor.fetchone()
-                used = 0 if row is None else int(row[0])
-                raise InvalidQuantity(
-                    f"Adding {quantity} to {key.feature} (now {used}) would overflow the "
-                    f"counter's maximum of {MAX_COUNTER}; nothing was counted."
-                )
+            change = self._grouped(
+                "increment", key, quantity, MAX_COUNTER, partial(self._increment, key)
+            )
+        if not change.applied:
+            raise InvalidQuantity(
+                f"Adding {quantity} to {key.feature} (now {change.after}) would overflow the "
+                f"counter's maximum of {MAX_COUNTER}; nothing was counted."
+            )
+        return change
+
+    def _increment(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
+        """Add ``quantity`` unless the sum would pass ``limit`` (the counter's maximum)."""
+        connection, sql = self._connection()
+        now = timezone.now()
+        history = _History.of(sql, now, key)
+        cursor, sql = _hot_cursor(connection, sql)
+        after = self._counted_add(connection, sql, cursor, key, quantity, limit, now, history)
+        if after is None:
+            self._insert_missing(connection, sql, cursor, key)
+            after = self._counted_add(connection, sql, cursor, key, quantity, limit, now, history)
+        if after is None:
+            # The row exists (it was just inserted) but the sum would not fit: SQLite would
+            # silently turn it into a float, the others raise a vendor error.
+            cursor.execute(sql.read, self._key_params(connection, key))
+            row = cursor.fetchone()
+            used = 0 if row is None else int(row[0])
+            return CounterChange(applied=False, before=used, after=used)
         return CounterChange(applied=True, before=after - quantity, after=after)
 
     def _counted_add(
@@ -340,11 +357,12 @@ class DatabaseStore(UsageStore):
         cursor: Any,
         key: CounterKey,
         quantity: int,
+        limit: int,
         now: datetime,
         history: _History,
     ) -> int | None:
         with history.transaction(self.alias):
-            after = self._add(connection, sql, cursor, key, quantity, now, history)
+            after = self._add(connection, sql, cursor, key, quantity, limit, now, history)
             if after is not None:
                 history.add(connection, sql, cursor, key, quantity)
         return after
@@ -356,6 +374,7 @@ class DatabaseStore(UsageStore):
         cursor: Any,
         key: CounterKey,
         quantity: int,
+        limit: int,
         now: datetime,
         history: _History,
     ) -> int | None:
@@ -363,7 +382,7 @@ class DatabaseStore(UsageStore):
             quantity,
             _db_datetime(connection, now),
             *self._key_params(connection, key),
-            MAX_COUNTER - quantity,
+            limit - quantity,
         ]
         if history.folded and sql.add_with_history is not None:
             cursor.execute(sql.add_with_history, [*params, *history.folded_params(quantity)])

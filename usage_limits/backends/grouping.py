@@ -15,7 +15,9 @@ still fire once.
 
 Only counts made outside any transaction are grouped (a count in the caller's transaction must
 commit or roll back with it), and a thread that finds nobody counting goes straight to the
-database: without contention this adds two lock acquisitions and nothing else.
+database: without contention this adds two lock acquisitions and nothing else. A group is sent
+with one ``apply`` (the one of the count that sends it), so the store keys guarded counts and
+unguarded ones (recorded usage) apart.
 """
 
 from __future__ import annotations
