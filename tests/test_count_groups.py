@@ -18,12 +18,14 @@ import pytest
 from django.db import connection, transaction
 
 from usage_limits import consume, get_usage, increment_usage
+from usage_limits.backends import grouping
 from usage_limits.backends.base import CounterChange
-from usage_limits.backends.database import _count_groups
 from usage_limits.backends.grouping import CountGroups
 from usage_limits.exceptions import StoreUnavailable
 from usage_limits.models import Tenant, UsageRecord
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
+
+from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: F401
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -218,7 +220,7 @@ def test_threads_that_meet_on_a_busy_counter_send_one_statement(tenant: Tenant) 
         time.sleep(0.2)  # it waits for the row in the database
         for thread in counting.threads[1:]:
             thread.start()
-        wait_until(lambda: _count_groups.waiting() == 5)
+        wait_until(lambda: grouping.waiting() == 5)
     counting.join()
     assert len(counting.statements) == 2  # the first count alone, then the five that waited
     assert sorted(d.used for d in counting.decisions) == [2, 3, 4, 5, 6, 7]
@@ -238,7 +240,7 @@ def test_recorded_usage_is_grouped_too_but_never_with_guarded_counts(tenant: Ten
             thread.start()
         # Two consumes wait behind the first; of the increments, one is sent (and held by the
         # row), three wait behind it: never in a group sent with a guard, or without one.
-        wait_until(lambda: _count_groups.waiting() == 5)
+        wait_until(lambda: grouping.waiting() == 5)
     for counting in (first, consumes, increments):
         counting.join()
     assert len(consumes.statements) == 1
@@ -258,7 +260,7 @@ def test_without_grouping_every_count_sends_its_own_statement(
         for thread in counting.threads:
             thread.start()
         time.sleep(0.3)
-        assert _count_groups.waiting() == 0
+        assert grouping.waiting() == 0
     counting.join()
     assert len(counting.statements) == 4
     assert sorted(d.used for d in counting.decisions) == [2, 3, 4, 5]
@@ -276,8 +278,38 @@ def test_counts_inside_a_transaction_are_never_grouped(tenant: Tenant, vendor: s
         for thread in inside.threads:
             thread.start()
         time.sleep(0.3)
-        assert _count_groups.waiting() == 0  # the counts inside transactions did not join it
+        assert grouping.waiting() == 0  # the counts inside transactions did not join it
     outside.join()
     inside.join()
     assert len(inside.statements) == 3  # each sent its own statement
     assert get_usage(tenant).feature("api_calls").used == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_threads_that_meet_on_a_busy_redis_counter_send_one_script_call(
+    private_redis: PrivateRedis,  # noqa: F811
+    settings: Any,
+    tenant: Tenant,
+) -> None:
+    settings.USAGE_LIMITS = redis_settings(private_redis.url, "uqgroups", REDIS_SOCKET_TIMEOUT=10.0)
+    client = private_redis.client()
+
+    def script_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    consume(tenant.pk, "api_calls")  # the counter exists in Redis
+    counting = Counting(tenant, 6)
+    before = script_calls()
+    private_redis.freeze()  # the first count's script call waits for an answer
+    try:
+        counting.threads[0].start()
+        time.sleep(0.2)
+        for thread in counting.threads[1:]:
+            thread.start()
+        wait_until(lambda: grouping.waiting() == 5)
+    finally:
+        private_redis.thaw()
+    counting.join()
+    assert script_calls() - before == 2  # the first count alone, then the five that waited
+    assert sorted(d.used for d in counting.decisions) == [2, 3, 4, 5, 6, 7]
+    assert get_usage(tenant).feature("api_calls").used == 7

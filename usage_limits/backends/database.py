@@ -44,8 +44,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
+from usage_limits.backends import grouping
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
-from usage_limits.backends.grouping import Apply, CountGroups
 from usage_limits.conf import conf
 from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
 from usage_limits.models import UsageDailyBucket, UsageRecord
@@ -200,7 +200,6 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
 
 
 _cache: dict[tuple[str, str], _Statements] = {}
-_count_groups = CountGroups()
 
 
 class DatabaseStore(UsageStore):
@@ -254,27 +253,9 @@ class DatabaseStore(UsageStore):
         # A plain try rather than _unavailable_on_connection_loss(): this is the path every
         # enforced request takes, and a generator-based context manager costs a few us here.
         try:
-            return self._grouped("consume", key, quantity, limit, partial(self._consume, key))
+            return grouping.count("consume", key, quantity, limit, partial(self._consume, key))
         except (OperationalError, InterfaceError) as exc:
             raise self._lost(exc) from exc
-
-    @staticmethod
-    def _grouped(
-        kind: str, key: CounterKey, quantity: int, limit: int, apply: Apply
-    ) -> CounterChange:
-        """``apply(quantity, limit)``, sharing one statement and one commit with this process's
-        concurrent counts of the same kind on the same counter when outside any transaction (a
-        count inside the caller's transaction must commit or roll back with it). See
-        :mod:`usage_limits.backends.grouping`."""
-        connection = connections[conf.DATABASE_ALIAS]
-        if (
-            conf.GROUP_CONCURRENT_COUNTS
-            and not connection.in_atomic_block
-            and connection.get_autocommit()
-        ):
-            counter = (kind, connection.alias, key.tenant_id, key.feature, key.period.start)
-            return _count_groups.consume(counter, quantity, limit, apply)
-        return apply(quantity, limit)
 
     def _consume(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
         connection, sql = self._connection()
@@ -321,7 +302,7 @@ class DatabaseStore(UsageStore):
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
         with self._unavailable_on_connection_loss():
-            change = self._grouped(
+            change = grouping.count(
                 "increment", key, quantity, MAX_COUNTER, partial(self._increment, key)
             )
         if not change.applied:
@@ -629,7 +610,6 @@ def _create_driver_cursor(connection: BaseDatabaseWrapper) -> Any:
 
 
 _driver_cache: dict[tuple[str, str], _Statements] = {}
-_count_groups = CountGroups()
 _FORMAT_PLACEHOLDER = re.compile(r"(?<!%)%s")
 
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from usage_limits.backends.base import CounterChange
+from django.db import connections
+
+from usage_limits.backends.base import CounterChange, CounterKey
+from usage_limits.conf import conf
 
 
 @dataclass(eq=False, slots=True)
@@ -106,6 +109,29 @@ class CountGroups:
                 del self._waiting[counter]
 
 
+_groups = CountGroups()
+
+
+def count(kind: str, key: CounterKey, quantity: int, limit: int, apply: Apply) -> CounterChange:
+    """``apply(quantity, limit)`` for a store, grouped with this process's concurrent counts of
+    the same ``kind`` on the same counter when outside any transaction of the counters' database
+    (a count inside the caller's transaction must commit or roll back with it)."""
+    connection = connections[conf.DATABASE_ALIAS]
+    if (
+        conf.GROUP_CONCURRENT_COUNTS
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+    ):
+        counter = (kind, connection.alias, key.tenant_id, key.feature, key.period.start)
+        return _groups.consume(counter, quantity, limit, apply)
+    return apply(quantity, limit)
+
+
+def waiting() -> int:
+    """How many counts of this process wait for a thread to send them (for tests)."""
+    return _groups.waiting()
+
+
 def _send(group: list[PendingCount], apply: Apply) -> None:
     """Give every member of ``group`` its change or its error; never raise."""
     try:
@@ -118,7 +144,7 @@ def _send(group: list[PendingCount], apply: Apply) -> None:
                 before = change.before
                 for member in group:
                     after = before + member.quantity
-                    member.change = CounterChange(applied=True, before=before, after=after)
+                    member.change = replace(change, before=before, after=after)
                     before = after
                 return
         # One by one: a group whose total does not fit (some of its counts may), a lone count,
