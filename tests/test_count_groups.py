@@ -25,8 +25,6 @@ from usage_limits.exceptions import StoreUnavailable
 from usage_limits.models import Tenant, UsageRecord
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
-from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: F401
-
 
 def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
@@ -283,33 +281,3 @@ def test_counts_inside_a_transaction_are_never_grouped(tenant: Tenant, vendor: s
     inside.join()
     assert len(inside.statements) == 3  # each sent its own statement
     assert get_usage(tenant).feature("api_calls").used == 5
-
-
-@pytest.mark.django_db(transaction=True)
-def test_threads_that_meet_on_a_busy_redis_counter_send_one_script_call(
-    private_redis: PrivateRedis,  # noqa: F811
-    settings: Any,
-    tenant: Tenant,
-) -> None:
-    settings.USAGE_LIMITS = redis_settings(private_redis.url, "uqgroups", REDIS_SOCKET_TIMEOUT=10.0)
-    client = private_redis.client()
-
-    def script_calls() -> int:
-        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-
-    consume(tenant.pk, "api_calls")  # the counter exists in Redis
-    counting = Counting(tenant, 6)
-    before = script_calls()
-    private_redis.freeze()  # the first count's script call waits for an answer
-    try:
-        counting.threads[0].start()
-        time.sleep(0.2)
-        for thread in counting.threads[1:]:
-            thread.start()
-        wait_until(lambda: grouping.waiting() == 5)
-    finally:
-        private_redis.thaw()
-    counting.join()
-    assert script_calls() - before == 2  # the first count alone, then the five that waited
-    assert sorted(d.used for d in counting.decisions) == [2, 3, 4, 5, 6, 7]
-    assert get_usage(tenant).feature("api_calls").used == 7

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from datetime import time as day_start
-from functools import partial
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -40,7 +39,6 @@ from django.db.models import F
 from django.utils import timezone
 from redis import exceptions as redis_errors
 
-from usage_limits.backends import grouping
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
 from usage_limits.backends.database import DatabaseStore
 from usage_limits.backends.redis_client import (
@@ -94,8 +92,6 @@ class _Today:
 
 # Redis's reply when INCRBY/DECRBY would leave the 64-bit range (nothing was changed).
 _OVERFLOW_REPLY = "increment or decrement would overflow"
-# The limit under which counts without one (recorded usage) are grouped: the counter's maximum.
-_UNGUARDED = 2**63 - 1
 
 # Even a counter whose period ended long ago lives this long once seeded, so a late write is
 # still flushed rather than created already expired.
@@ -220,26 +216,18 @@ class RedisStore(UsageStore):
     # --- counting: one script call --------------------------------------------------------------
 
     def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
-        if limit is None:
-            return self.increment(key, quantity)
         return self._with_redis(
-            # Concurrent counts of this process on this counter share one script call.
-            lambda: grouping.count("redis consume", key, quantity, limit, partial(self._add, key)),
+            lambda: self._change(key, "c", quantity, limit),
             lambda: self._counted_in_database(key, self.fallback.consume(key, quantity, limit)),
             "consume",
         )
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
         return self._with_redis(
-            lambda: grouping.count(
-                "redis increment", key, quantity, _UNGUARDED, partial(self._add, key)
-            ),
+            lambda: self._change(key, "c", quantity, None),
             lambda: self._counted_in_database(key, self.fallback.increment(key, quantity)),
             "increment",
         )
-
-    def _add(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
-        return self._change(key, "c", quantity, None if limit == _UNGUARDED else limit)
 
     def refund(self, key: CounterKey, quantity: int) -> CounterChange:
         return self._with_redis(
