@@ -345,6 +345,7 @@ HOT = {
         ("PostgreSQL, no synchronous commit: engine consume()", "engine"),
     ],
     "redis": [
+        ("Redis: bare socket, the store's script (the floor)", "socket"),
         ("Redis: store.consume()", "store"),
         ("Redis: engine consume()", "engine"),
     ],
@@ -423,7 +424,12 @@ def _hot_worker(
         )
         cursor.fetchone()
 
-    call = {"engine": engine_call, "store": store_call, "driver": driver_call}[level]
+    call = {
+        "engine": engine_call,
+        "store": store_call,
+        "driver": driver_call,
+        "socket": _bare_socket_call(store, key, limit) if level == "socket" else driver_call,
+    }[level]
     counts: list[int] = []
     ready = threading.Barrier(threads + 1)
 
@@ -447,6 +453,54 @@ def _hot_worker(
     for runner in runners:
         runner.join()
     results.put(sum(counts))
+
+
+def _bare_socket_call(store: Any, key: Any, limit: int) -> Callable[[], None]:
+    """The Redis floor: the very command ``store.consume()`` sends (captured from one call),
+    packed once and written to a plain socket per thread, its reply parsed by hiredis."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    import hiredis
+
+    from bench.stores_settings import REDIS_URL
+
+    sent: list[tuple[Any, ...]] = []
+    run = store._run_script
+
+    def capture(name: str, keys: list[Any], args: list[Any]) -> Any:
+        sent.append(("EVALSHA", store._scripts[name].sha, len(keys), *keys, *args))
+        return run(name, keys, args)
+
+    store._run_script = capture
+    try:
+        store.consume(key, 1, limit)
+    finally:
+        del store._run_script
+    if not sent:
+        raise RuntimeError("store.consume() sent no script to capture")
+    command = hiredis.pack_command(sent[-1])
+    address = urlsplit(REDIS_URL)
+    database = (address.path or "/0").strip("/") or "0"
+    local = threading.local()
+
+    def call() -> None:
+        wire = getattr(local, "wire", None)
+        if wire is None:
+            sock = socket.create_connection((address.hostname, address.port or 6379))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(hiredis.pack_command(("SELECT", database)))
+            sock.recv(64)
+            wire = local.wire = (sock, hiredis.Reader())
+        sock, reader = wire
+        sock.sendall(command)
+        reply = False
+        while reply is False:
+            reader.feed(sock.recv(65536))
+            reply = reader.gets()
+
+    return call
 
 
 def hot_counter(
