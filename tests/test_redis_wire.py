@@ -28,6 +28,8 @@ from usage_limits.backends.redis_client import ScriptRunner  # noqa: E402
 COUNT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 PAIR = "return {tonumber(redis.call('INCRBY', KEYS[1], ARGV[1])), ARGV[2]}"
 FAIL = "return redis.error_reply('WRONGTHING ' .. ARGV[1])"
+# On a RESP3 connection (redis-py 8's default) this answers RESP3's false, "#f".
+FALSE = "redis.setresp(3); return false"
 
 
 @pytest.fixture(params=["own", "redis-py"])
@@ -62,6 +64,18 @@ def test_replies_are_what_the_client_returns(client: Any) -> None:
     assert runner(script, [key], [5, "naïve"]) == [5, "naïve"]
     assert script(keys=[key], args=[5, "naïve"]) == [10, "naïve"]
     assert runner(script, [key], [10**12, ""]) == [10**12 + 10, ""]
+
+
+def test_a_false_reply_is_a_reply_not_a_wait(client: Any) -> None:
+    """RESP3's false is a whole reply, never read as "more to come" (which would wait for the
+    socket timeout and then fail a command that had answered)."""
+    runner = ScriptRunner(client)
+    script = client.register_script(FALSE)
+    started = time.monotonic()
+    answer = runner(script, [client.test_key], [])
+    assert time.monotonic() - started < 0.5
+    assert answer == script(keys=[client.test_key])
+    assert answer in (False, None)  # RESP3, RESP2
 
 
 def test_an_empty_script_cache_is_filled_again_and_counts_once(client: Any) -> None:

@@ -49,6 +49,9 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 # What one read from a wire's socket asks for (redis-py's own read size).
 _READ_SIZE = 65536
+# What a wire's reader answers while a reply is incomplete: hiredis's default, False, is also a
+# whole RESP3 reply (a script returning a missing key's value, for one).
+_INCOMPLETE = object()
 
 # Server replies without a class of their own in redis-py that also mean "cannot answer now".
 _UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS ", "MASTERDOWN ", "LOADING ")
@@ -199,11 +202,11 @@ class _Wire:
     redis-py's ``Connection`` opens the socket and does everything a connection needs before its
     first command (TLS, AUTH, SELECT, the protocol's handshake, the socket timeouts). After that,
     with hiredis installed, a command is packed by hiredis, written to the connection's socket
-    and its reply read by a hiredis reader of the wire's own. That skips, on
-    every call, redis-py's argument checks, its metrics hooks and its reader's own wrapping: on
-    a hot counter driven by 2 processes of 3 threads each, about 15 % more script calls a second
-    (docs/scaling.md). Without hiredis the connection's ``send_command`` and ``read_response`` do
-    the same work.
+    and its reply read by a hiredis reader of the wire's own. That skips, on every call,
+    redis-py's argument checks, its metrics hooks and its reader's own wrapping: a hot counter
+    driven by 2 processes of 3 threads each went from 14,000-16,900 to 20,200-24,000 script calls
+    a second (docs/scaling.md). Without hiredis the connection's ``send_command`` and
+    ``read_response`` do the same work.
 
     The wire answers as the connection would: a timeout raises redis-py's ``TimeoutError`` and a
     failed socket its ``ConnectionError``, both after closing the connection (a late reply must
@@ -245,7 +248,7 @@ class _Wire:
                 # the reply; redis-py's handlers for them serve the client's pooled connections.
                 while _PUSH is not None and isinstance(reply, _PUSH):
                     reply = reader.gets()
-                if reply is not False:
+                if reply is not _INCOMPLETE:
                     break
         except BaseException as exc:
             self.close()
@@ -272,6 +275,7 @@ class _Wire:
         options: dict[str, Any] = {
             "replyError": BaseParser.parse_error,
             "protocolError": redis_errors.InvalidResponse,
+            "notEnoughData": _INCOMPLETE,
         }
         if encoder.decode_responses:
             options.update(encoding=encoder.encoding, errors=encoder.encoding_errors)
