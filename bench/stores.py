@@ -424,12 +424,8 @@ def _hot_worker(
         )
         cursor.fetchone()
 
-    call = {
-        "engine": engine_call,
-        "store": store_call,
-        "driver": driver_call,
-        "socket": _bare_socket_call(store, key, limit) if level == "socket" else driver_call,
-    }[level]
+    calls = {"engine": engine_call, "store": store_call, "driver": driver_call}
+    call = _bare_socket_call(store, key, limit) if level == "socket" else calls[level]
     counts: list[int] = []
     ready = threading.Barrier(threads + 1)
 
