@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from usage_limits import consume, get_usage, increment_usage, signals
+from usage_limits import consume, get_usage, increment_usage, refund, signals
 from usage_limits.models import UsageRecord
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
 
@@ -19,6 +19,15 @@ def test_fifty_threads_against_a_limit_of_ten_admit_exactly_ten() -> None:
     assert sum(d.allowed for d in decisions) == 10
     assert sorted(d.used for d in decisions if d.allowed) == list(range(1, 11))
     assert UsageRecord.objects.get(tenant=tenant).used == 10
+
+
+def test_threads_refunding_one_key_give_its_units_back_once() -> None:
+    tenant = TenantFactory(plan=plan_with_limits("BIG", api_calls=1000))
+    consume(tenant.pk, "api_calls", 5, idempotency_key="job-1")
+    consume(tenant.pk, "api_calls", 2)
+    decisions = run_in_threads(8, lambda _: refund(tenant.pk, "api_calls", idempotency_key="job-1"))
+    assert [d.replayed for d in decisions].count(False) == 1
+    assert UsageRecord.objects.get(tenant=tenant).used == 2
 
 
 def test_concurrent_first_use_creates_one_period_row() -> None:

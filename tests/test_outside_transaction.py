@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, OperationalError, connection
+from django.db import IntegrityError, OperationalError, connection, connections
 
-from usage_limits import check_limit, consume, increment_usage, record_events
+from usage_limits import check_limit, consume, increment_usage, record_events, refund
 from usage_limits.events import UsageEventInput
+from usage_limits.exceptions import StoreUnavailable
 from usage_limits.models import Tenant, UsageEvent
 
 from .stores import redis_prefix, store_name  # noqa: F401  (fixtures)
@@ -58,6 +59,33 @@ def test_a_keyed_count_whose_ledger_write_fails_is_taken_back(tenant: Tenant) ->
     assert consume(tenant, "api_calls", 3, idempotency_key="order-1").used == 3
     assert consume(tenant, "api_calls", 3, idempotency_key="order-1").replayed
     assert used(tenant) == 3
+
+
+def test_a_refund_by_key_whose_transaction_fails_is_taken_back(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consume(tenant, "api_calls", 3, idempotency_key="order-1")
+    # The refund's transaction fails as it ends (inside the test's own transaction it ends with
+    # a savepoint's release): its event row stays accepted, so the units must stay counted.
+    wrapper = connections["default"]
+    for name in ("commit", "savepoint_commit"):
+
+        def fail(*args: Any) -> None:
+            monkeypatch.undo()  # once
+            raise OperationalError("the commit failed (injected)")
+
+        monkeypatch.setattr(wrapper, name, fail)
+    # (The database store's own savepoint is the first to end there: it reports the failure as
+    # the store's.)
+    with pytest.raises((OperationalError, StoreUnavailable)):
+        refund(tenant, "api_calls", idempotency_key="order-1")
+    monkeypatch.undo()
+    assert used(tenant) == 3
+    assert UsageEvent.objects.get(idempotency_key="order-1").accepted
+    # The caller retries: given back once.
+    assert refund(tenant, "api_calls", idempotency_key="order-1").used == 0
+    assert refund(tenant, "api_calls", idempotency_key="order-1").replayed
+    assert used(tenant) == 0
 
 
 def test_a_billed_count_without_its_ledger_row_is_taken_back(tenant: Tenant, settings: Any) -> None:

@@ -61,11 +61,12 @@ from usage_limits.enforcement import (
     apply_ratelimit_headers,
     counts_nothing,
     feature_problem,
+    give_back,
     is_billable,
     log_refused_unavailable,
     record_decision,
 )
-from usage_limits.engine import consume, refund
+from usage_limits.engine import consume
 from usage_limits.exceptions import (
     FeatureNotInPlan,
     InvalidQuantity,
@@ -180,9 +181,7 @@ def _settle(http_request: HttpRequest, response: HttpResponseBase | None) -> Non
         return
     for decision in pending:
         try:
-            record_decision(
-                http_request, refund(decision.tenant_id, decision.feature, decision.quantity)
-            )
+            record_decision(http_request, give_back(decision))
         except StoreUnavailable:
             logger.exception("usage_limits: could not refund %s", decision.feature)
 

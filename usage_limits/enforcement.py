@@ -136,6 +136,19 @@ def apply_ratelimit_headers(request: HttpRequest, response: HttpResponseBase) ->
             response[name] = value
 
 
+def give_back(decision: Decision) -> Decision:
+    """Refund what ``decision`` counted (``count="success"`` and an answer not billable).
+
+    By the count's ledger key when it has one: the units then stay out of the Stripe report too.
+    """
+    return refund(
+        decision.tenant_id,
+        decision.feature,
+        decision.quantity,
+        idempotency_key=decision.idempotency_key,
+    )
+
+
 def is_billable(status: int) -> bool:
     """Whether an answer with ``status`` counts, under ``NOT_BILLABLE_STATUSES``."""
     for entry in conf.NOT_BILLABLE_STATUSES:
@@ -241,13 +254,9 @@ def _settle(
     decision = admission.decision
     if decision is None:
         return
-    refunded = False
     if _refund_due(rule, admission, response):
         try:
-            record_decision(
-                request, refund(decision.tenant_id, decision.feature, decision.quantity)
-            )
-            refunded = True
+            record_decision(request, give_back(decision))
         except StoreUnavailable:
             # The view has answered; a failed refund must not turn its answer into an error.
             logger.exception(
@@ -263,9 +272,7 @@ def _settle(
             "duration_ms": round((time.perf_counter() - admission.started) * 1000, 3),
         }
         try:
-            annotate_usage_event(
-                decision.tenant_id, admission.event_key, metadata, refunded=refunded
-            )
+            annotate_usage_event(decision.tenant_id, admission.event_key, metadata)
         except Exception:  # a ledger detail must never break the answer
             logger.exception("usage_limits: could not record request metadata")
 

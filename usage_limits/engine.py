@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import caches
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from usage_limits import signals
@@ -28,7 +29,9 @@ from usage_limits.exceptions import (
     FeatureNotInPlan,
     InvalidEvents,
     InvalidIdempotencyKey,
+    InvalidQuantity,
     StoreUnavailable,
+    UnknownEvent,
     UnknownFeature,
     WrongFeatureKind,
 )
@@ -131,6 +134,7 @@ def _decision(
     allowed: bool,
     reason: DenialReason | None = None,
     replayed: bool = False,
+    idempotency_key: str | None = None,
 ) -> Decision:
     return Decision(
         allowed=allowed,
@@ -145,6 +149,7 @@ def _decision(
         period=period,
         reason=reason,
         replayed=replayed,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -341,7 +346,7 @@ def _count(
     if idempotency_key is None and not billable:
         change: CounterChange = apply()
     elif idempotency_key is None:
-        change = _count_billable(rules, rule, period, quantity, apply, metadata)
+        change, idempotency_key = _count_billable(rules, rule, period, quantity, apply, metadata)
     else:
         replay, change = _count_once(
             rules, rule, period, quantity, apply, idempotency_key, metadata, billable=billable
@@ -349,7 +354,9 @@ def _count(
         if replay is not None:
             return replay
     if change.applied:
-        decision = _decision(rules, rule, period, quantity, change, allowed=True)
+        decision = _decision(
+            rules, rule, period, quantity, change, allowed=True, idempotency_key=idempotency_key
+        )
         _announce_thresholds(rules, rule, period, change)
     else:
         decision = _decision(
@@ -360,6 +367,7 @@ def _count(
             change,
             allowed=False,
             reason=DenialReason.QUOTA_EXCEEDED,
+            idempotency_key=idempotency_key,
         )
         _announce_exceeded(rules, rule, period, change.after)
     return decision
@@ -381,10 +389,7 @@ def _count_once(
     ``billable`` events (the feature has a Stripe meter) that were counted wait in the ledger as
     pending until the reporter sends them.
     """
-    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 100:
-        raise InvalidIdempotencyKey(
-            f"An idempotency key is a string of 1 to 100 characters, got {idempotency_key!r:.120}."
-        )
+    _check_key(idempotency_key)
     alias = conf.DATABASE_ALIAS
     key = CounterKey(rules.tenant_id, rule.feature, period)
     # If anything fails, the event row is gone: so must be what was counted with it.
@@ -406,7 +411,7 @@ def _count_once(
             original = UsageEvent.objects.using(alias).get(
                 tenant_id=rules.tenant_id, idempotency_key=idempotency_key
             )
-            replay = _replayed(rules, rule, period, original)
+            replay = _replayed(rules, rule, period, original, idempotency_key)
             return replay, CounterChange(False, replay.used, replay.used)
         change: CounterChange = outside.note(key, apply())
         UsageEvent.objects.using(alias).filter(pk=event.pk).update(
@@ -419,6 +424,13 @@ def _count_once(
     return None, change
 
 
+def _check_key(idempotency_key: object) -> None:
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 100:
+        raise InvalidIdempotencyKey(
+            f"An idempotency key is a string of 1 to 100 characters, got {idempotency_key!r:.120}."
+        )
+
+
 def _count_billable(
     rules: TenantRules,
     rule: FeatureRule,
@@ -426,24 +438,26 @@ def _count_billable(
     quantity: int,
     apply: Any,
     metadata: Mapping[str, Any] | None,
-) -> CounterChange:
+) -> tuple[CounterChange, str | None]:
     """Count a metered feature without a caller's key: the ledger row commits with the counter.
 
-    The row gets a generated key (Stripe needs one identifier per event); a denial counts nothing
-    and so writes no row.
+    The row gets a generated key (Stripe needs one identifier per event), returned with the
+    change (``None`` for a denial, which counts nothing and so writes no row).
     """
     alias = conf.DATABASE_ALIAS
+    key: str | None = None
     # If anything fails, there is no ledger row, so nothing billed: nothing counted either.
     with _OutsideChanges() as outside, transaction.atomic(using=alias):
         change: CounterChange = outside.note(
             CounterKey(rules.tenant_id, rule.feature, period), apply()
         )
         if change.applied:
+            key = uuid.uuid4().hex
             UsageEvent.objects.using(alias).create(
                 tenant_id=rules.tenant_id,
                 feature=rule.feature,
                 quantity=quantity,
-                idempotency_key=uuid.uuid4().hex,
+                idempotency_key=key,
                 timestamp=timezone.now(),
                 period_key=period.key,
                 accepted=True,
@@ -451,11 +465,15 @@ def _count_billable(
                 metadata=dict(metadata or {}),
                 report_state=UsageEvent.ReportState.PENDING,
             )
-    return change
+    return change, key
 
 
 def _replayed(
-    rules: TenantRules, rule: FeatureRule, period: Period, original: UsageEvent | KnownEvent
+    rules: TenantRules,
+    rule: FeatureRule,
+    period: Period,
+    original: UsageEvent | KnownEvent,
+    key: str,
 ) -> Decision:
     """The outcome an idempotency key got the first time, as a decision that counted nothing."""
     used = original.used_after or 0
@@ -472,6 +490,7 @@ def _replayed(
         period=period,
         reason=None if original.accepted else DenialReason.QUOTA_EXCEEDED,
         replayed=True,
+        idempotency_key=key,
     )
 
 
@@ -568,7 +587,7 @@ def _record_batch(
         if key is not None:
             original = originals.get(key)
             if original is not None:
-                results[index] = _replayed(rules, rule, periods[rule.feature], original)
+                results[index] = _replayed(rules, rule, periods[rule.feature], original, key)
                 continue
             if key in first_with_key:
                 repeats.append((index, first_with_key[key]))
@@ -607,6 +626,7 @@ def _record_batch(
                 change,
                 allowed=change.applied,
                 reason=None if change.applied else DenialReason.QUOTA_EXCEEDED,
+                idempotency_key=event.idempotency_key,
             )
             ledger.append(
                 LedgerRow(
@@ -706,13 +726,114 @@ def _record_alone(tenant_id: int, event: UsageEventInput) -> Decision:
     )
 
 
-def refund(tenant: TenantRef, feature: str, quantity: int = 1) -> Decision:
-    """Give back ``quantity`` (a failed request, a deleted project); never below zero."""
-    quantity = validate_quantity(quantity)
+class _Unset(Enum):
+    """The default of an argument whose absence means something of its own."""
+
+    UNSET = "unset"
+
+
+def refund(
+    tenant: TenantRef,
+    feature: str,
+    quantity: int | Literal[_Unset.UNSET] = _Unset.UNSET,
+    *,
+    idempotency_key: str | None = None,
+) -> Decision:
+    """Give back units (a failed request, a deleted project); never below zero.
+
+    Without a key, ``quantity`` (default 1) comes off the counter. With ``idempotency_key``, the
+    units counted under that key come back, once however often this is called: the event is
+    marked as not accepted and, if it has not gone to Stripe yet, it never will (see
+    :func:`withdraw_event`). ``quantity`` may then be left out; given, it must be the event's.
+    """
+    if idempotency_key is not None:
+        return _refund_event(tenant, feature, quantity, idempotency_key)
+    quantity = validate_quantity(1 if quantity is _Unset.UNSET else quantity)
     rules, rule = _counted_rule(tenant, feature)
     period = period_for(rules, rule)
     change = get_store().refund(CounterKey(rules.tenant_id, rule.feature, period), quantity)
     return _decision(rules, rule, period, quantity, change, allowed=True)
+
+
+def _refund_event(
+    tenant: TenantRef, feature: str, quantity: int | Literal[_Unset.UNSET], idempotency_key: str
+) -> Decision:
+    _check_key(idempotency_key)
+    expected = None if quantity is _Unset.UNSET else validate_quantity(quantity)
+    rules, rule = _counted_rule(tenant, feature)
+    period = period_for(rules, rule)
+    key = CounterKey(rules.tenant_id, rule.feature, period)
+    alias = conf.DATABASE_ALIAS
+    events = UsageEvent.objects.using(alias).filter(
+        tenant_id=rules.tenant_id, idempotency_key=idempotency_key
+    )
+    # The event's row decides, under its lock, whether this call is the one that gives back: a
+    # second refund with the key finds it withdrawn already and changes nothing.
+    with _OutsideChanges() as outside, transaction.atomic(using=alias):
+        withdrawn = withdraw_event(events.filter(feature=rule.feature))
+        event = events.first()
+        if event is None or event.feature != rule.feature:
+            raise UnknownEvent(
+                f"No {rule.feature!r} usage was counted under the key {idempotency_key!r} "
+                f"for tenant {rules.tenant_id}."
+            )
+        if expected is not None and expected != event.quantity:
+            raise InvalidQuantity(
+                f"The key {idempotency_key!r} counted {event.quantity} unit(s), not {expected}: "
+                "a refund by key gives back what was counted under it."
+            )
+        if not withdrawn or event.period_key != period.key:
+            # Refunded before, never accepted, or counted in a period that has ended (its units
+            # are history now, not this period's): nothing comes off the counter.
+            used = get_store().get(key)
+            return _decision(
+                rules,
+                rule,
+                period,
+                event.quantity,
+                CounterChange(False, used, used),
+                allowed=True,
+                replayed=not withdrawn,
+                idempotency_key=idempotency_key,
+            )
+        change = outside.note(key, get_store().refund(key, event.quantity))
+    if event.report_state != UsageEvent.ReportState.NOT_REPORTED:
+        logger.warning(
+            "usage_limits: %s unit(s) of %s refunded for tenant %s under the key %r were already "
+            "being reported to Stripe (meter event %s); cancel that meter event with a meter "
+            "event adjustment if it must not be billed.",
+            event.quantity,
+            rule.feature,
+            rules.tenant_id,
+            idempotency_key,
+            event.report_identifier or "not yet identified",
+        )
+    return _decision(
+        rules, rule, period, event.quantity, change, allowed=True, idempotency_key=idempotency_key
+    )
+
+
+def withdraw_event(events: QuerySet[UsageEvent]) -> int:
+    """Mark the accepted events among ``events`` as given back; returns how many there were.
+
+    An event withdrawn before any reporter took it (pending, unclaimed, no Stripe identifier
+    yet) is never reported. One a reporter holds, or tried before, may be in Stripe already:
+    its report goes on, and only a meter event adjustment takes it back (docs/billing.md).
+    One guarded ``UPDATE``: of two calls for the same event, one finds it accepted.
+    """
+    pending = UsageEvent.ReportState.PENDING
+    return events.filter(accepted=True).update(
+        accepted=False,
+        report_state=Case(
+            When(
+                report_state=pending,
+                claimed_by="",
+                report_identifier="",
+                then=Value(UsageEvent.ReportState.NOT_REPORTED),
+            ),
+            default=F("report_state"),
+        ),
+    )
 
 
 def set_usage(tenant: TenantRef, feature: str, value: int) -> Decision:
@@ -884,19 +1005,9 @@ def annotate_usage_event(
     it. Touches the ledger row only, never a counter; returns whether such an event exists.
     """
     tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
-    changes: dict[str, Any] = {"metadata": dict(metadata)}
-    if refunded:
-        changes["accepted"] = False
-        # Not yet sent to Stripe: it never will be. (One already sent stays sent: Stripe meter
-        # events are not taken back; see docs/billing.md.)
-        pending = UsageEvent.ReportState.PENDING
-        changes["report_state"] = Case(
-            When(report_state=pending, then=Value(UsageEvent.ReportState.NOT_REPORTED)),
-            default=F("report_state"),
-        )
-    updated = (
-        UsageEvent.objects.using(conf.DATABASE_ALIAS)
-        .filter(tenant_id=tenant_id, idempotency_key=idempotency_key)
-        .update(**changes)
+    event = UsageEvent.objects.using(conf.DATABASE_ALIAS).filter(
+        tenant_id=tenant_id, idempotency_key=idempotency_key
     )
-    return updated > 0
+    if refunded:
+        withdraw_event(event)
+    return event.update(metadata=dict(metadata)) > 0

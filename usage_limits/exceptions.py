@@ -36,6 +36,10 @@ class UnknownTenant(UsageLimitsError, LookupError):
     """A tenant (or tenant id) that does not exist."""
 
 
+class UnknownEvent(UsageLimitsError, LookupError):
+    """No usage of the feature was counted for the tenant under the idempotency key given."""
+
+
 class StoreUnavailable(UsageLimitsError):
     """The counter store could not be reached (a Redis outage, a dropped database connection)."""
 

@@ -56,6 +56,10 @@ class Decision(_Measured):
     period: Period
     reason: DenialReason | None = None
     replayed: bool = False  # an idempotency key seen before: the original outcome, counted once
+    # The ledger key the units were recorded under: the caller's idempotency key, or the one
+    # generated for a feature billed through Stripe. ``refund(..., idempotency_key=...)`` gives
+    # exactly these units back, and keeps them from being billed if they have not been yet.
+    idempotency_key: str | None = None
 
     def __bool__(self) -> bool:
         return self.allowed

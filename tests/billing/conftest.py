@@ -6,12 +6,29 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from usage_limits.billing import reporter
 from usage_limits.billing.testing import FakeStripe
 from usage_limits.models import Plan, Tenant
 from usage_limits.testing.factories import TenantFactory
 
 API_KEY = "sk_test_usage_limits"
 WEBHOOK_SECRET = "whsec_test_usage_limits"
+
+
+class Killed(BaseException):
+    """A reporter process dying (not an error it could catch)."""
+
+
+def report_then_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the reporter until it has sent its first batch, then kill it before it marks it."""
+
+    def killed(*args: Any) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reporter._Reporter, "mark", killed)
+        with pytest.raises(Killed):
+            reporter.report_pending()
 
 
 def with_billing(**billing: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from tests.billing.conftest import with_billing
+from tests.billing.conftest import report_then_crash, with_billing
 from usage_limits import consume, increment_usage
 from usage_limits.billing import reporter
 from usage_limits.billing.reporter import ReportSummary, backoff, report_pending
@@ -24,10 +24,6 @@ from usage_limits.testing.factories import TenantFactory
 pytestmark = pytest.mark.django_db
 
 State = UsageEvent.ReportState
-
-
-class Killed(BaseException):
-    """The process dying: nothing after it runs (not even ``except Exception``)."""
 
 
 def report_until_done(rounds: int = 200) -> list[ReportSummary]:
@@ -89,14 +85,7 @@ def test_a_reporter_killed_between_sending_and_marking_resends_the_same_identifi
     billing.duplicates = duplicates
     consume(customer, "api_calls", 7)
     event = UsageEvent.objects.get()
-
-    def killed(*args: Any) -> None:
-        raise Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(reporter._Reporter, "mark", killed)
-        with pytest.raises(Killed):
-            report_pending()
+    report_then_crash(monkeypatch)
     assert len(billing.requests) == 1
     event.refresh_from_db()
     assert event.report_state == State.PENDING  # Stripe has it; we never wrote that down
@@ -146,14 +135,7 @@ def test_an_aggregated_group_is_resent_whole_after_a_crash(
     billing_with(settings, billing, AGGREGATE="hour", BATCH_SIZE=2)
     for _ in range(3):
         increment_usage(customer, "api_calls", 1)
-
-    def killed(*args: Any) -> None:
-        raise Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(reporter._Reporter, "mark", killed)
-        with pytest.raises(Killed):
-            report_pending()
+    report_then_crash(monkeypatch)
     assert [r.value for r in billing.requests] == ["2"]  # a batch of two, one group
     increment_usage(customer, "api_calls", 10)  # same hour, arrives after the crash
     with time_machine.travel(timezone.now() + dt.timedelta(minutes=6)):

@@ -297,16 +297,21 @@ class RedisStore(UsageStore):
         if not (change.applied and change.outside_transaction):
             return  # counted in the database (fail open): the rollback undid it
         quantity = change.after - change.before
-        if quantity <= 0:
+        if quantity == 0:
             return
         try:
             # Straight to Redis, never the fail mode's database fallback: the units are in Redis.
-            self._change(key, "r", quantity, None)
+            # A count is taken back by a refund, a refund by counting again (without the limit:
+            # the units were counted before).
+            if quantity > 0:
+                self._change(key, "r", quantity, None)
+            else:
+                self._change(key, "c", -quantity, None)
         except Exception:
             logger.exception(
-                "usage_limits: %s unit(s) of %s counted in Redis for tenant %s could not be taken "
-                "back after the database transaction they belonged to failed; the counter is "
-                "that much too high until corrected (reset or set_usage).",
+                "usage_limits: a change of %+d unit(s) of %s in Redis for tenant %s could not be "
+                "taken back after the database transaction it belonged to failed; the counter is "
+                "off by that much until corrected (reset or set_usage).",
                 quantity,
                 key.feature,
                 key.tenant_id,
