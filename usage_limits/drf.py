@@ -70,7 +70,6 @@ from usage_limits.engine import consume
 from usage_limits.exceptions import (
     FeatureNotInPlan,
     InvalidQuantity,
-    StoreUnavailable,
     TenantAccessDenied,
     UnknownFeature,
     WrongFeatureKind,
@@ -182,7 +181,7 @@ def _settle(http_request: HttpRequest, response: HttpResponseBase | None) -> Non
     for decision in pending:
         try:
             record_decision(http_request, give_back(decision))
-        except StoreUnavailable:
+        except Exception:  # as in enforcement._settle: the view's answer or error stands
             logger.exception("usage_limits: could not refund %s", decision.feature)
 
 

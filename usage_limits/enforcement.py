@@ -257,8 +257,9 @@ def _settle(
     if _refund_due(rule, admission, response):
         try:
             record_decision(request, give_back(decision))
-        except StoreUnavailable:
-            # The view has answered; a failed refund must not turn its answer into an error.
+        except Exception:
+            # The view has answered (or raised: its error is the one to see); a failed refund
+            # must not replace that. The unit stays counted, and the log says so.
             logger.exception(
                 "usage_limits: could not refund %s x %s for tenant %s",
                 decision.quantity,

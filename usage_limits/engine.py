@@ -782,22 +782,14 @@ def _refund_event(
                 f"The key {idempotency_key!r} counted {event.quantity} unit(s), not {expected}: "
                 "a refund by key gives back what was counted under it."
             )
-        if not withdrawn or event.period_key != period.key:
+        if withdrawn and event.period_key == period.key:
+            change = outside.note(key, get_store().refund(key, event.quantity))
+        else:
             # Refunded before, never accepted, or counted in a period that has ended (its units
             # are history now, not this period's): nothing comes off the counter.
             used = get_store().get(key)
-            return _decision(
-                rules,
-                rule,
-                period,
-                event.quantity,
-                CounterChange(False, used, used),
-                allowed=True,
-                replayed=not withdrawn,
-                idempotency_key=idempotency_key,
-            )
-        change = outside.note(key, get_store().refund(key, event.quantity))
-    if event.report_state != UsageEvent.ReportState.NOT_REPORTED:
+            change = CounterChange(False, used, used)
+    if withdrawn and event.report_state in _REPORTED_OR_REPORTING:
         logger.warning(
             "usage_limits: %s unit(s) of %s refunded for tenant %s under the key %r were already "
             "being reported to Stripe (meter event %s); cancel that meter event with a meter "
@@ -809,8 +801,20 @@ def _refund_event(
             event.report_identifier or "not yet identified",
         )
     return _decision(
-        rules, rule, period, event.quantity, change, allowed=True, idempotency_key=idempotency_key
+        rules,
+        rule,
+        period,
+        event.quantity,
+        change,
+        allowed=True,
+        replayed=not withdrawn,
+        idempotency_key=idempotency_key,
     )
+
+
+# Report states of an event that Stripe may have (a withdrawn event still pending is one that a
+# reporter holds or has tried: see withdraw_event).
+_REPORTED_OR_REPORTING = (UsageEvent.ReportState.PENDING, UsageEvent.ReportState.SENT)
 
 
 def withdraw_event(events: QuerySet[UsageEvent]) -> int:

@@ -7,9 +7,11 @@ request that was not counted.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import pytest
+import time_machine
 from django.contrib.auth.models import AbstractBaseUser
 from django.test import Client
 
@@ -136,3 +138,40 @@ def test_a_refund_while_a_reporter_holds_the_event_leaves_its_report_alone(
     event = UsageEvent.objects.get()
     assert (event.accepted, event.report_state) == (False, State.PENDING)
     assert used(customer) == 0
+
+
+@pytest.mark.parametrize("path", ["/fn/success/", "/drf/success/"])
+def test_a_refund_that_fails_leaves_the_views_answer_and_logs(
+    client: Client,
+    billing: FakeStripe,
+    customer: Tenant,
+    customer_member: AbstractBaseUser,
+    path: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the ledger is unreachable (injected)")
+
+    monkeypatch.setattr("usage_limits.engine.withdraw_event", broken)
+    client.force_login(customer_member)
+    with caplog.at_level(logging.ERROR, logger="usage_limits"):
+        response = client.get(path + "?status=503")
+    assert response.status_code == 503  # the view's own answer, not the refund's error
+    assert "could not refund" in caplog.text
+    assert used(customer) == 1  # the unit stays counted, and billed: nothing was given back
+    assert UsageEvent.objects.get().report_state == State.PENDING
+
+
+def test_a_key_counted_in_an_ended_period_is_withdrawn_without_touching_this_one(
+    billing: FakeStripe, customer: Tenant
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 10, 20, tzinfo=dt.UTC)):
+        consume(customer, "api_calls", 4, idempotency_key="october")
+    with time_machine.travel(dt.datetime(2026, 11, 20, tzinfo=dt.UTC)):
+        consume(customer, "api_calls", 2)
+        given = refund(customer, "api_calls", idempotency_key="october")
+        assert (given.used_before, given.used, given.replayed) == (2, 2, False)
+        assert used(customer) == 2
+    october = UsageEvent.objects.get(idempotency_key="october")
+    assert (october.accepted, october.report_state) == (False, State.NOT_REPORTED)
