@@ -398,7 +398,7 @@ class UsageEvent(models.Model):
     """A unit of recorded usage with its idempotency key: the ledger behind replays and billing."""
 
     class ReportState(models.TextChoices):
-        NOT_REPORTED = "not_reported", _("Not reported (no meter)")
+        NOT_REPORTED = "not_reported", _("Not reported (no meter, or given back)")
         PENDING = "pending", _("Pending")
         SENT = "sent", _("Sent")
         FAILED = "failed", _("Failed permanently")
