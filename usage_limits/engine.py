@@ -996,22 +996,18 @@ def _send_after_commit(signal: Any, **kwargs: Any) -> None:
 
 
 def annotate_usage_event(
-    tenant: TenantRef,
-    idempotency_key: str,
-    metadata: Mapping[str, Any],
-    *,
-    refunded: bool = False,
+    tenant: TenantRef, idempotency_key: str, metadata: Mapping[str, Any]
 ) -> bool:
     """Replace the metadata of the event counted under ``idempotency_key``.
 
-    For facts known only once the work is done (a request's duration and status). ``refunded``
-    marks an event whose units were given back (``refund``) as not accepted, so that nothing bills
-    it. Touches the ledger row only, never a counter; returns whether such an event exists.
+    For facts known only once the work is done (a request's duration and status). Touches the
+    ledger row only, never a counter (a refund by key withdraws the event: see :func:`refund`);
+    returns whether such an event exists.
     """
     tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
-    event = UsageEvent.objects.using(conf.DATABASE_ALIAS).filter(
-        tenant_id=tenant_id, idempotency_key=idempotency_key
+    return (
+        UsageEvent.objects.using(conf.DATABASE_ALIAS)
+        .filter(tenant_id=tenant_id, idempotency_key=idempotency_key)
+        .update(metadata=dict(metadata))
+        > 0
     )
-    if refunded:
-        withdraw_event(event)
-    return event.update(metadata=dict(metadata)) > 0

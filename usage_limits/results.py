@@ -57,8 +57,9 @@ class Decision(_Measured):
     reason: DenialReason | None = None
     replayed: bool = False  # an idempotency key seen before: the original outcome, counted once
     # The ledger key the units were recorded under: the caller's idempotency key, or the one
-    # generated for a feature billed through Stripe. ``refund(..., idempotency_key=...)`` gives
-    # exactly these units back, and keeps them from being billed if they have not been yet.
+    # consume() / increment_usage() generate for a feature billed through Stripe (None when no
+    # ledger row has a key). ``refund(..., idempotency_key=...)`` gives exactly these units back,
+    # and keeps them from being billed if they have not been yet.
     idempotency_key: str | None = None
 
     def __bool__(self) -> bool:

@@ -252,13 +252,27 @@ class DatabaseStore(UsageStore):
             return self.increment(key, quantity)
         # A plain try rather than _unavailable_on_connection_loss(): this is the path every
         # enforced request takes, and a generator-based context manager costs a few us here.
+        connection, sql = self._connection()
         try:
-            return grouping.count("consume", key, quantity, limit, partial(self._consume, key))
+            return grouping.count(
+                "consume",
+                connection,
+                key,
+                quantity,
+                limit,
+                partial(self._consume, connection, sql, key),
+            )
         except (OperationalError, InterfaceError) as exc:
             raise self._lost(exc) from exc
 
-    def _consume(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
-        connection, sql = self._connection()
+    def _consume(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: _Statements,
+        key: CounterKey,
+        quantity: int,
+        limit: int,
+    ) -> CounterChange:
         now = timezone.now()
         history = _History.of(sql, now, key)
         cursor, sql = _hot_cursor(connection, sql)
@@ -301,9 +315,15 @@ class DatabaseStore(UsageStore):
         return CounterChange(applied=False, before=value, after=value)
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
+        connection, sql = self._connection()
         with self._unavailable_on_connection_loss():
             change = grouping.count(
-                "increment", key, quantity, MAX_COUNTER, partial(self._increment, key)
+                "increment",
+                connection,
+                key,
+                quantity,
+                MAX_COUNTER,
+                partial(self._increment, connection, sql, key),
             )
         if not change.applied:
             raise InvalidQuantity(
@@ -312,9 +332,15 @@ class DatabaseStore(UsageStore):
             )
         return change
 
-    def _increment(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
+    def _increment(
+        self,
+        connection: BaseDatabaseWrapper,
+        sql: _Statements,
+        key: CounterKey,
+        quantity: int,
+        limit: int,
+    ) -> CounterChange:
         """Add ``quantity`` unless the sum would pass ``limit`` (the counter's maximum)."""
-        connection, sql = self._connection()
         now = timezone.now()
         history = _History.of(sql, now, key)
         cursor, sql = _hot_cursor(connection, sql)

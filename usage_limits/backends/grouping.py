@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 
-from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from usage_limits.backends.base import CounterChange, CounterKey
 from usage_limits.conf import conf
@@ -112,11 +112,18 @@ class CountGroups:
 _groups = CountGroups()
 
 
-def count(kind: str, key: CounterKey, quantity: int, limit: int, apply: Apply) -> CounterChange:
+def count(
+    kind: str,
+    connection: BaseDatabaseWrapper,
+    key: CounterKey,
+    quantity: int,
+    limit: int,
+    apply: Apply,
+) -> CounterChange:
     """``apply(quantity, limit)`` for a store, grouped with this process's concurrent counts of
-    the same ``kind`` on the same counter when outside any transaction of the counters' database
-    (a count inside the caller's transaction must commit or roll back with it)."""
-    connection = connections[conf.DATABASE_ALIAS]
+    the same ``kind`` on the same counter when outside any transaction of ``connection`` (the
+    counters' database, as the store found it: a count inside the caller's transaction must
+    commit or roll back with it)."""
     if (
         conf.GROUP_CONCURRENT_COUNTS
         and not connection.in_atomic_block
