@@ -1,4 +1,4 @@
-"""System checks of the enforcement settings (usage_limits.E020-E027, W020-W021)."""
+"""System checks of the enforcement settings (usage_limits.E020-E027, W020-W024)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
+from usage_limits import RATELIMIT_HEADERS
 from usage_limits.checks import check_enforcement
 
 AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -117,3 +118,46 @@ def test_atomic_requests_on_the_counter_database_warns(settings: Any) -> None:
     }
     assert ids(settings) == ["usage_limits.W022"]
     assert ids(settings, DATABASE_ALIAS="quota") == []
+
+
+CORS = "corsheaders.middleware.CorsMiddleware"
+
+
+def test_cors_without_the_ratelimit_fields_exposed_warns(settings: Any) -> None:
+    settings.MIDDLEWARE = [CORS, *settings.MIDDLEWARE]
+    settings.CORS_EXPOSE_HEADERS = ["X-Request-Id"]
+    [message] = check_enforcement()
+    assert message.id == "usage_limits.W023"
+    assert "RateLimit-Policy, RateLimit, Retry-After" in message.msg
+    settings.CORS_EXPOSE_HEADERS = ["X-Request-Id", "ratelimit-policy", "RateLimit"]
+    [message] = check_enforcement()
+    assert "does not list Retry-After:" in message.msg
+    settings.CORS_EXPOSE_HEADERS = ["X-Request-Id", *RATELIMIT_HEADERS]
+    assert ids(settings) == []
+
+
+def test_a_wildcard_exposes_the_fields_only_without_credentials(settings: Any) -> None:
+    settings.MIDDLEWARE = [CORS, *settings.MIDDLEWARE]
+    settings.CORS_EXPOSE_HEADERS = ["*"]
+    assert ids(settings) == []
+    settings.CORS_ALLOW_CREDENTIALS = True
+    assert ids(settings) == ["usage_limits.W023"]
+
+
+def test_no_cors_middleware_no_cors_warning(settings: Any) -> None:
+    settings.CORS_EXPOSE_HEADERS = []
+    assert ids(settings) == []
+
+
+def test_our_middleware_before_the_cors_middleware_warns(settings: Any) -> None:
+    settings.CORS_EXPOSE_HEADERS = [*RATELIMIT_HEADERS]
+    settings.MIDDLEWARE = [OURS, CORS, *settings.MIDDLEWARE]
+    rules = {
+        "PATH_RULES": {"^/api/": "api_calls"},
+        "TENANT_RESOLVER": "usage_limits.tenancy.get_tenant_resolver",  # W020 does not apply
+    }
+    assert ids(settings, **rules) == ["usage_limits.W024"]
+    # Without path rules the middleware refuses nothing, so its place does not matter here.
+    assert ids(settings, PATH_RULES={}) == []
+    settings.MIDDLEWARE = [CORS, OURS, *settings.MIDDLEWARE[2:]]
+    assert ids(settings, **rules) == []

@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 import time_machine
 
-from usage_limits import consume
+from usage_limits import RATELIMIT_HEADERS, consume
 from usage_limits.models import SubscriptionStatus, Tenant
 from usage_limits.responses import denial_payload, ratelimit_headers, status_code
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
@@ -30,6 +30,7 @@ def test_headers_and_body_of_a_denial(tenant: Tenant) -> None:
     decision = consume(tenant, "api_calls")
     assert status_code(decision) == 429
     headers = ratelimit_headers(decision)
+    assert tuple(headers) == RATELIMIT_HEADERS  # what a CORS setup is told to expose
     assert headers["Retry-After"] == "1209600"
     assert headers["RateLimit"] == '"free-api_calls";r=0;t=1209600'
     assert denial_payload(decision) == {

@@ -11,6 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 
+# The response header fields enforcement sets: the IETF RateLimit fields on every enforced answer,
+# Retry-After on denials. None of them is CORS-safelisted, so a script on another origin reads
+# them only if the site lists them in Access-Control-Expose-Headers (with django-cors-headers:
+# CORS_EXPOSE_HEADERS = [*RATELIMIT_HEADERS]). Safe to import from settings: it loads nothing.
+RATELIMIT_HEADERS: tuple[str, ...] = ("RateLimit-Policy", "RateLimit", "Retry-After")
+
 _EXPORTS = {
     "check_limit": "usage_limits.engine",
     "consume": "usage_limits.engine",
@@ -31,6 +37,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "RATELIMIT_HEADERS",
     "Decision",
     "DenialReason",
     "FeatureUsage",

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from usage_limits import RATELIMIT_HEADERS
 from usage_limits.backends.base import UsageStore
 from usage_limits.backends.redis_checks import check_redis_settings
 from usage_limits.conf import DEFAULTS
@@ -472,6 +473,7 @@ def check_event_settings(
 
 _MIDDLEWARE = "usage_limits.middleware.UsageLimitsMiddleware"
 _AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+_CORS_MIDDLEWARE = "corsheaders.middleware.CorsMiddleware"
 _ANONYMOUS_CHOICES = ("reject", "allow")
 
 
@@ -490,6 +492,7 @@ def check_enforcement(
     errors += _check_callbacks(raw)
     errors += _check_middleware_order(raw)
     errors += _check_atomic_requests(raw)
+    errors += _check_cors(raw)
     return errors
 
 
@@ -703,3 +706,41 @@ def _check_atomic_requests(raw: Mapping[str, Any]) -> list[CheckMessage]:
             id="usage_limits.W022",
         )
     ]
+
+
+def _check_cors(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """With django-cors-headers: can scripts on other origins see denials and read the fields?"""
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if _CORS_MIDDLEWARE not in middleware:
+        return []
+    messages: list[CheckMessage] = []
+    if (
+        raw.get("PATH_RULES")
+        and _MIDDLEWARE in middleware
+        and middleware.index(_MIDDLEWARE) < middleware.index(_CORS_MIDDLEWARE)
+    ):
+        messages.append(
+            Warning(
+                "UsageLimitsMiddleware runs before CorsMiddleware: the 429, 402 and 503 answers "
+                "of PATH_RULES carry no CORS headers, so a browser on another origin hides them "
+                "and its script sees a network error instead of the denial.",
+                hint=f"Place {_CORS_MIDDLEWARE!r} above {_MIDDLEWARE!r} in MIDDLEWARE (as high "
+                "as possible, as django-cors-headers advises).",
+                id="usage_limits.W024",
+            )
+        )
+    exposed = {str(name).lower() for name in getattr(settings, "CORS_EXPOSE_HEADERS", ())}
+    # "*" exposes every field, but only to requests made without credentials (Fetch standard).
+    wildcard = "*" in exposed and not getattr(settings, "CORS_ALLOW_CREDENTIALS", False)
+    missing = [name for name in RATELIMIT_HEADERS if name.lower() not in exposed]
+    if missing and not wildcard:
+        messages.append(
+            Warning(
+                f"CORS_EXPOSE_HEADERS does not list {', '.join(missing)}: scripts on other "
+                "origins cannot read how much quota is left or when to retry.",
+                hint="from usage_limits import RATELIMIT_HEADERS, then "
+                "CORS_EXPOSE_HEADERS = [*RATELIMIT_HEADERS] (with any fields of your own).",
+                id="usage_limits.W023",
+            )
+        )
+    return messages
