@@ -721,9 +721,9 @@ def _check_cors(raw: Mapping[str, Any]) -> list[CheckMessage]:
     ):
         messages.append(
             Warning(
-                "UsageLimitsMiddleware runs before CorsMiddleware: the 429, 402 and 503 answers "
-                "of PATH_RULES carry no CORS headers, so a browser on another origin hides them "
-                "and its script sees a network error instead of the denial.",
+                "UsageLimitsMiddleware runs before CorsMiddleware: its refusals of PATH_RULES "
+                "requests (429, 402, 401, 503) carry no CORS headers, so a browser on another "
+                "origin hides them and its script sees a network error instead of the denial.",
                 hint=f"Place {_CORS_MIDDLEWARE!r} above {_MIDDLEWARE!r} in MIDDLEWARE (as high "
                 "as possible, as django-cors-headers advises).",
                 id="usage_limits.W024",
