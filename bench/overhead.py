@@ -192,16 +192,20 @@ def build_scenarios(tenant: Any, user: Any) -> dict[str, Callable[[], Any]]:
     reset_at = time.time() + window
     driver_cursors: list[Any] = []
 
-    def minimum(request: Any) -> Any:
+    def update_returning(params: tuple[Any, ...]) -> int:
+        """The guarded UPDATE on a driver cursor kept across calls; the counter's new value."""
         if not driver_cursors:
             connection.ensure_connection()
             driver_cursors.append(connection.connection.cursor())
         driver_cursor = driver_cursors[0]
-        driver_cursor.execute(returning, (1, tenant.pk, "floor", start_param, 1, HUGE))
+        driver_cursor.execute(returning, params)
         if connection.vendor == "mysql":
-            used = driver_cursor.lastrowid
-        else:
-            (used,) = driver_cursor.fetchone()
+            return int(driver_cursor.lastrowid)
+        (used,) = driver_cursor.fetchone()
+        return int(used)
+
+    def minimum(request: Any) -> Any:
+        used = update_returning((1, tenant.pk, "floor", start_param, 1, HUGE))
         response = plain(request)
         response["RateLimit-Policy"] = policy
         response["RateLimit"] = f'"api_calls";r={HUGE - used};t={int(reset_at - time.time())}'
@@ -221,22 +225,12 @@ def build_scenarios(tenant: Any, user: Any) -> dict[str, Callable[[], Any]]:
         if not rules.subscription_allows_use():
             return JsonResponse({"success": False}, status=402)
         period = period_for(rules, rule)
-        start_param = period_starts.get(period.start)
-        if start_param is None:
-            start_param = period_starts[period.start] = connection.ops.adapt_datetimefield_value(
+        period_start = period_starts.get(period.start)
+        if period_start is None:
+            period_start = period_starts[period.start] = connection.ops.adapt_datetimefield_value(
                 period.start
             )
-        if not driver_cursors:
-            connection.ensure_connection()
-            driver_cursors.append(connection.connection.cursor())
-        driver_cursor = driver_cursors[0]
-        driver_cursor.execute(
-            returning, (1, rules.tenant_id, "api_calls", start_param, 1, rule.limit)
-        )
-        if connection.vendor == "mysql":
-            used = driver_cursor.lastrowid
-        else:
-            (used,) = driver_cursor.fetchone()
+        used = update_returning((1, rules.tenant_id, "api_calls", period_start, 1, rule.limit))
         decision = Decision(
             allowed=True,
             tenant_id=rules.tenant_id,
