@@ -16,6 +16,9 @@ def setup_child(database_name: str, usage_limits: dict[str, Any]) -> None:
     import django
     from django.conf import settings
 
+    from tests.clock import move_clock
+
+    move_clock()  # the parent's moved clock, if it runs on one
     django.setup()
     # Before the first query: the connection reads this dict when it first connects.
     settings.DATABASES["default"]["NAME"] = database_name

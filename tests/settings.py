@@ -38,12 +38,6 @@ if _engine.endswith("sqlite3"):
     )
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_usage_limits{_suffix}"}
-if _engine.endswith("postgresql") and os.environ.get("TEST_PREPARED_STATEMENTS"):
-    # Django's opt-in to server-side parameter binding with every statement prepared at its first
-    # run (docs/scaling.md recommends it for hot counters): .ci/run runs the suite this way too.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"server_side_binding": True, "prepare_threshold": 0}
-    )
 if _engine.endswith("mysql"):
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"charset": "utf8mb4", "isolation_level": "read committed"}

@@ -131,6 +131,7 @@ def test_what_history_costs_in_queries(
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.frozen_clock(TODAY)
 def test_concurrent_consumers_leave_history_equal_to_the_counter() -> None:
     tenant = TenantFactory(plan=plan_with_limits("TWENTY", api_calls=20))
     decisions = run_in_threads(24, lambda _: consume(tenant.pk, "api_calls", 1))

@@ -10,13 +10,17 @@ from typing import Any
 
 import pytest
 
-from usage_limits import consume, get_usage, refund, reset_usage, set_usage
-from usage_limits.backends import get_store
-from usage_limits.backends.redis_flush import flush_counters
-from usage_limits.models import UsageRecord
-from usage_limits.testing.factories import TenantFactory, plan_with_limits
+from tests.conftest import require_module
 
-from .redis_service import PrivateRedis, private_cluster, redis_settings  # noqa: F401
+require_module("redis", 'pip install -e ".[redis]"')
+
+from usage_limits import consume, get_usage, refund, reset_usage, set_usage  # noqa: E402
+from usage_limits.backends import get_store  # noqa: E402
+from usage_limits.backends.redis_flush import flush_counters  # noqa: E402
+from usage_limits.models import UsageRecord  # noqa: E402
+from usage_limits.testing.factories import TenantFactory, plan_with_limits  # noqa: E402
+
+from .redis_service import PrivateRedis, private_cluster, redis_settings  # noqa: E402, F401
 
 pytestmark = pytest.mark.django_db
 

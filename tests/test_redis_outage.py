@@ -10,18 +10,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
 
-from usage_limits import consume, get_usage, reset_usage, set_usage
-from usage_limits.backends import get_store
-from usage_limits.backends.base import usage_day
-from usage_limits.backends.redis import RedisStore
-from usage_limits.backends.redis_flush import flush_counters
-from usage_limits.exceptions import StoreUnavailable
-from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord, UsageReset
-from usage_limits.testing.factories import TenantFactory, plan_with_limits
+from tests.conftest import require_module
 
-from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: F401
+require_module("redis", 'pip install -e ".[redis]"')
+
+from django.core.management import CommandError, call_command  # noqa: E402
+
+from usage_limits import consume, get_usage, reset_usage, set_usage  # noqa: E402
+from usage_limits.backends import get_store  # noqa: E402
+from usage_limits.backends.base import usage_day  # noqa: E402
+from usage_limits.backends.redis import RedisStore  # noqa: E402
+from usage_limits.backends.redis_flush import flush_counters  # noqa: E402
+from usage_limits.exceptions import StoreUnavailable  # noqa: E402
+from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord, UsageReset  # noqa: E402
+from usage_limits.testing.factories import TenantFactory, plan_with_limits  # noqa: E402
+
+from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: E402, F401
 
 pytestmark = pytest.mark.django_db
 

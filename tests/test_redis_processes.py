@@ -6,16 +6,21 @@ import multiprocessing
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
-from django.db import connection
 
-from usage_limits import get_usage
-from usage_limits.backends.redis_flush import flush_counters
-from usage_limits.models import UsageRecord
-from usage_limits.testing.factories import TenantFactory, plan_with_limits
+from tests.conftest import require_module
 
-from . import processes
-from .redis_service import redis_prefix  # noqa: F401  (fixture)
+require_module("redis", 'pip install -e ".[redis]"')
+
+from django.conf import settings as django_settings  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from usage_limits import get_usage  # noqa: E402
+from usage_limits.backends.redis_flush import flush_counters  # noqa: E402
+from usage_limits.models import UsageRecord  # noqa: E402
+from usage_limits.testing.factories import TenantFactory, plan_with_limits  # noqa: E402
+
+from . import processes  # noqa: E402
+from .redis_service import redis_prefix  # noqa: E402, F401  (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_prefix")]
 

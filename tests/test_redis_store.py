@@ -7,24 +7,28 @@ from io import StringIO
 from typing import Any
 
 import pytest
-import redis
-from django.core.management import call_command
-from django.db.models import QuerySet
-from django.utils import timezone
 
-from usage_limits import consume, get_usage, increment_usage, refund, set_usage
-from usage_limits.backends import CounterKey, get_store
-from usage_limits.backends.base import usage_day
-from usage_limits.backends.redis import RedisStore
-from usage_limits.backends.redis_flush import flush_counters
-from usage_limits.backends.redis_keys import DirtyField, epoch, from_epoch
-from usage_limits.backends.redis_scripts import FLUSH_READ
-from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord
-from usage_limits.periods import ALL_TIME, period_containing
-from usage_limits.testing.factories import TenantFactory, plan_with_limits
+from tests.conftest import require_module
 
-from .concurrency import run_in_threads
-from .redis_service import redis_prefix, shared_redis  # noqa: F401  (fixture)
+redis = require_module("redis", 'pip install -e ".[redis]"')
+
+from django.core.management import call_command  # noqa: E402
+from django.db.models import QuerySet  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from usage_limits import consume, get_usage, increment_usage, refund, set_usage  # noqa: E402
+from usage_limits.backends import CounterKey, get_store  # noqa: E402
+from usage_limits.backends.base import usage_day  # noqa: E402
+from usage_limits.backends.redis import RedisStore  # noqa: E402
+from usage_limits.backends.redis_flush import flush_counters  # noqa: E402
+from usage_limits.backends.redis_keys import DirtyField, epoch, from_epoch  # noqa: E402
+from usage_limits.backends.redis_scripts import FLUSH_READ  # noqa: E402
+from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord  # noqa: E402
+from usage_limits.periods import ALL_TIME, period_containing  # noqa: E402
+from usage_limits.testing.factories import TenantFactory, plan_with_limits  # noqa: E402
+
+from .concurrency import run_in_threads  # noqa: E402
+from .redis_service import redis_prefix, shared_redis  # noqa: E402, F401  (fixture)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_prefix")]
 

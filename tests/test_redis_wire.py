@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from .conftest import require_module
 from .redis_service import REDIS_URL, shared_redis
 
-redis = pytest.importorskip("redis")
+redis = require_module("redis", 'pip install -e ".[redis]"')
 hiredis = pytest.importorskip("hiredis", reason="the wire's own path needs hiredis")
 
 from redis import exceptions as redis_errors  # noqa: E402

@@ -22,27 +22,32 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import close_old_connections, connection
-from django.http import HttpRequest, HttpResponse
-from django.test import Client, override_settings
 
-from tests.redis_service import PrivateRedis, private_redis, redis_settings  # noqa: F401
-from usage_limits.backends import CounterKey
-from usage_limits.backends.redis_flush import flush_counters
-from usage_limits.models import Tenant, UsageRecord
-from usage_limits.periods import current_period
-from usage_limits.testing.factories import (
+from tests.conftest import require_module
+
+require_module("redis", 'pip install -e ".[redis]"')
+
+from django.conf import settings  # noqa: E402
+from django.db import close_old_connections, connection  # noqa: E402
+from django.http import HttpRequest, HttpResponse  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+
+from tests.redis_service import PrivateRedis, private_redis, redis_settings  # noqa: E402, F401
+from usage_limits.backends import CounterKey  # noqa: E402
+from usage_limits.backends.redis_flush import flush_counters  # noqa: E402
+from usage_limits.models import Tenant, UsageRecord  # noqa: E402
+from usage_limits.periods import current_period  # noqa: E402
+from usage_limits.testing.factories import (  # noqa: E402
     MembershipFactory,
     TenantFactory,
     UserFactory,
     plan_with_limits,
 )
 
-from . import edges
-from .faults import KILLABLE_VENDORS, ConnectionKiller, session_id
-from .figures import Figures, discrepancy
-from .stores import describe_database
+from . import edges  # noqa: E402
+from .faults import KILLABLE_VENDORS, ConnectionKiller, session_id  # noqa: E402
+from .figures import Figures, discrepancy  # noqa: E402
+from .stores import describe_database  # noqa: E402
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
