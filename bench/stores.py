@@ -20,9 +20,7 @@ threads (1 by default; web workers serve several threads each) that call ``consu
 back; the figure is the sum of all calls divided by the wall-clock time. On PostgreSQL they run
 three times: on Django's default connection settings, with prepared statements
 (``server_side_binding`` and ``prepare_threshold``), and with prepared statements and
-``synchronous_commit=off`` (docs/scaling.md, "Before switching"); one more row sends every count
-on its own (``GROUP_CONCURRENT_COUNTS`` off), which only differs with several threads per process:
-by default their concurrent counts share a statement and a commit.
+``synchronous_commit=off`` (docs/scaling.md, "Before switching").
 
 Every measurement runs in a child process of its own database (SQLite, PostgreSQL; the Redis rows
 keep their record in PostgreSQL), configured by ``bench/stores_settings.py``:
@@ -322,8 +320,7 @@ CASES: dict[str, list[tuple[str, Callable[[Context], View | None]]]] = {
 # store itself (what the counter sustains).
 # The "bare driver" rows are the floor of one statement per count: the store's own statement (the
 # guarded UPDATE with today's history bucket folded in) sent by psycopg alone, without Django or
-# this package, on the same connection settings. Counts grouped by several threads of a process
-# can pass it.
+# this package, on the same connection settings.
 # Each group runs on its own connection settings (see HOT_OPTIONS).
 HOT = {
     "postgresql": [
@@ -336,8 +333,6 @@ HOT = {
         ("PostgreSQL, prepared statements: bare driver (the floor)", "driver"),
         ("PostgreSQL, prepared statements: store.consume()", "store"),
         ("PostgreSQL, prepared statements: engine consume()", "engine"),
-        # The same counter with every count sent on its own (USAGE_LIMITS setting).
-        ("PostgreSQL, prepared statements, counts not grouped: store.consume()", "store"),
         # A connection of its own for the counters may commit without waiting for the disk: a
         # server crash can then forget the last fraction of a second of counts, never corrupt.
         ("PostgreSQL, no synchronous commit: bare driver (the floor)", "driver"),
@@ -350,8 +345,6 @@ HOT = {
         ("Redis: engine consume()", "engine"),
     ],
 }
-# USAGE_LIMITS changes of hot-counter rows, by a phrase of their labels.
-HOT_SETTINGS = {"counts not grouped": {"GROUP_CONCURRENT_COUNTS": False}}
 # The connection OPTIONS of each hot-counter group, by a phrase of its labels.
 HOT_OPTIONS = {
     "prepared statements": {"server_side_binding": True, "prepare_threshold": 0},
@@ -568,7 +561,7 @@ def child(target: str, seconds: float, hot_seconds: float, hot_threads: int) -> 
         settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "STORE": REDIS_STORE}
         _clear_redis()
     from django.core.management import call_command
-    from django.test import RequestFactory, override_settings
+    from django.test import RequestFactory
 
     from usage_limits.plans import sync_plans
     from usage_limits.testing.factories import TenantFactory, UserFactory
@@ -604,14 +597,8 @@ def child(target: str, seconds: float, hot_seconds: float, hot_threads: int) -> 
         options = next((extra for phrase, extra in HOT_OPTIONS.items() if phrase in label), {})
         connection.close()
         connection.settings_dict["OPTIONS"] = {**plain_options, **options}
-        changes = next((extra for phrase, extra in HOT_SETTINGS.items() if phrase in label), {})
-        override = override_settings(USAGE_LIMITS={**settings.USAGE_LIMITS, **changes})
-        override.enable()  # forked workers inherit it
         hot_tenant = TenantFactory(plan_id=_bench_plan_id())
-        try:
-            figures = hot_counter(hot_tenant.pk, hot_seconds, level, threads=hot_threads)
-        finally:
-            override.disable()
+        figures = hot_counter(hot_tenant.pk, hot_seconds, level, threads=hot_threads)
         _emit({"label": label, "hot": True, "threads": hot_threads, **figures})
     if target == "redis":
         _clear_redis()

@@ -54,10 +54,9 @@ def test_valid_settings_pass() -> None:
         ({"STORE": "usage_limits.backends.nosuch.Store"}, "usage_limits.E013"),
         ({"DATABASE_ALIAS": "nowhere"}, "usage_limits.E014"),
         ({"CACHE_ALIAS": "nowhere"}, "usage_limits.E015"),
-        ({"DRIVER_CURSOR": "yes"}, "usage_limits.E016"),
-        ({"DRIVER_CURSOR": 1}, "usage_limits.E016"),
-        ({"GROUP_CONCURRENT_COUNTS": "no"}, "usage_limits.E017"),
-        ({"GROUP_CONCURRENT_COUNTS": None}, "usage_limits.E017"),
+        # Settings of removed mechanisms are unknown keys now: a warning, not silence.
+        ({"DRIVER_CURSOR": False}, "usage_limits.W001"),
+        ({"GROUP_CONCURRENT_COUNTS": False}, "usage_limits.W001"),
         ({"OVERDUE_RETRY_AFTER": 0}, "usage_limits.E092"),
         ({"OVERDUE_RETRY_AFTER": "60"}, "usage_limits.E092"),
         ({"OVERDUE_RETRY_AFTER": True}, "usage_limits.E092"),

@@ -363,20 +363,6 @@ def _check_aliases(raw: Mapping[str, Any]) -> list[CheckMessage]:
                     id="usage_limits.W002",
                 )
             )
-    errors += _boolean(
-        raw,
-        "DRIVER_CURSOR",
-        16,
-        "True runs the counter's statements on the driver's cursor (faster); False through "
-        "Django's CursorWrapper, for tools that instrument only that class.",
-    )
-    errors += _boolean(
-        raw,
-        "GROUP_CONCURRENT_COUNTS",
-        17,
-        "True lets concurrent counts of one process on one counter share a statement and a "
-        "commit; False sends each on its own.",
-    )
     cache_alias = raw.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
     caches = getattr(settings, "CACHES", {"default": {}})
     if cache_alias not in caches:

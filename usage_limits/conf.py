@@ -40,13 +40,6 @@ DEFAULTS: dict[str, Any] = {
     "STORE": "usage_limits.backends.database.DatabaseStore",
     # the database alias the counters are written through (see docs/architecture.md)
     "DATABASE_ALIAS": "default",
-    # run the database store's counter statements on the driver's own cursor, without Django's
-    # CursorWrapper (faster; see docs/architecture.md). False for tools that instrument only the
-    # CursorWrapper class.
-    "DRIVER_CURSOR": True,
-    # Concurrent counts of one process on one counter, outside transactions, share a statement
-    # and a commit (usage_limits.backends.grouping; docs/scaling.md).
-    "GROUP_CONCURRENT_COUNTS": True,
     "CACHE_ALIAS": "default",
     "CACHE_TIMEOUT": 300,
     "TENANT_RESOLVER": "usage_limits.tenancy.resolve_tenant_from_membership",
@@ -181,14 +174,6 @@ class UsageLimitsSettings:
     @cached_property
     def DATABASE_ALIAS(self) -> str:
         return str(self.get("DATABASE_ALIAS"))
-
-    @cached_property
-    def DRIVER_CURSOR(self) -> bool:
-        return bool(self.get("DRIVER_CURSOR"))
-
-    @cached_property
-    def GROUP_CONCURRENT_COUNTS(self) -> bool:
-        return bool(self.get("GROUP_CONCURRENT_COUNTS"))
 
     @cached_property
     def CACHE_ALIAS(self) -> str:

@@ -30,12 +30,11 @@ counts nothing.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import date, datetime
-from functools import partial, reduce
+from functools import reduce
 from operator import or_
 from typing import Any
 
@@ -44,7 +43,6 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
-from usage_limits.backends import grouping
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
 from usage_limits.conf import conf
 from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
@@ -243,39 +241,20 @@ class DatabaseStore(UsageStore):
 
     @staticmethod
     def _key_params(connection: BaseDatabaseWrapper, key: CounterKey) -> list[Any]:
-        return [key.tenant_id, key.feature, _db_period_start(connection, key.period.start)]
+        return [key.tenant_id, key.feature, _db_datetime(connection, key.period.start)]
 
     # --- the hot path -----------------------------------------------------------------------
 
     def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
         if limit is None:
             return self.increment(key, quantity)
-        # A plain try rather than _unavailable_on_connection_loss(): this is the path every
-        # enforced request takes, and a generator-based context manager costs a few us here.
-        connection, sql = self._connection()
-        try:
-            return grouping.count(
-                "consume",
-                connection,
-                key,
-                quantity,
-                limit,
-                partial(self._consume, connection, sql, key),
-            )
-        except (OperationalError, InterfaceError) as exc:
-            raise self._lost(exc) from exc
+        with self._unavailable_on_connection_loss():
+            return self._consume(key, quantity, limit)
 
-    def _consume(
-        self,
-        connection: BaseDatabaseWrapper,
-        sql: _Statements,
-        key: CounterKey,
-        quantity: int,
-        limit: int,
-    ) -> CounterChange:
+    def _consume(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
+        connection, sql = self._connection()
         now = timezone.now()
         history = _History.of(sql, now, key)
-        cursor, sql = _hot_cursor(connection, sql)
         key_params = self._key_params(connection, key)
         # "used <= limit - quantity" rather than "used + quantity <= limit": the sum could
         # overflow a BIGINT on a counter already far into overage.
@@ -289,42 +268,37 @@ class DatabaseStore(UsageStore):
         # the counter's; otherwise the guarded UPDATE is the whole unit of work.
         bucket_apart = history.enabled and not history.folded
         value = 0
-        for _attempt in range(_MAX_ATTEMPTS):
-            if bucket_apart:
-                # One transaction per attempt, and the period row's creation outside it: holding
-                # the counter's lock while inserting a missing row deadlocks InnoDB under
-                # concurrent first use.
-                with history.transaction(self.alias):
+        with connection.cursor() as cursor:
+            for _attempt in range(_MAX_ATTEMPTS):
+                if bucket_apart:
+                    # One transaction per attempt, and the period row's creation outside it:
+                    # holding the counter's lock while inserting a missing row deadlocks InnoDB
+                    # under concurrent first use.
+                    with history.transaction(self.alias):
+                        result = _guarded_add(
+                            connection, sql, cursor, statement, params, key_params
+                        )
+                        if result is not None and result[0]:
+                            history.add(connection, sql, cursor, key, quantity)
+                else:
                     result = _guarded_add(connection, sql, cursor, statement, params, key_params)
-                    if result is not None and result[0]:
-                        history.add(connection, sql, cursor, key, quantity)
-            else:
-                result = _guarded_add(connection, sql, cursor, statement, params, key_params)
-            if result is None:
-                # First use of the period: create its row (a concurrent creator wins
-                # harmlessly) and run the guarded UPDATE again.
-                self._insert_missing(connection, sql, cursor, key)
-                continue
-            applied, value = result
-            if applied:
-                return CounterChange(applied=True, before=value - quantity, after=value)
-            if value + quantity > limit:
-                break
-            # The UPDATE ran before a concurrent insert (or refund) that the read then saw:
-            # the denial is not justified by the value read, so try again.
-        return CounterChange(applied=False, before=value, after=value)
+                if result is None:
+                    # First use of the period: create its row (a concurrent creator wins
+                    # harmlessly) and run the guarded UPDATE again.
+                    self._insert_missing(connection, sql, cursor, key)
+                    continue
+                applied, value = result
+                if applied:
+                    return CounterChange(applied=True, before=value - quantity, after=value)
+                if value + quantity > limit:
+                    break
+                # The UPDATE ran before a concurrent insert (or refund) that the read then saw:
+                # the denial is not justified by the value read, so try again.
+            return CounterChange(applied=False, before=value, after=value)
 
     def increment(self, key: CounterKey, quantity: int) -> CounterChange:
-        connection, sql = self._connection()
         with self._unavailable_on_connection_loss():
-            change = grouping.count(
-                "increment",
-                connection,
-                key,
-                quantity,
-                MAX_COUNTER,
-                partial(self._increment, connection, sql, key),
-            )
+            change = self._increment(key, quantity)
         if not change.applied:
             raise InvalidQuantity(
                 f"Adding {quantity} to {key.feature} (now {change.after}) would overflow the "
@@ -332,29 +306,26 @@ class DatabaseStore(UsageStore):
             )
         return change
 
-    def _increment(
-        self,
-        connection: BaseDatabaseWrapper,
-        sql: _Statements,
-        key: CounterKey,
-        quantity: int,
-        limit: int,
-    ) -> CounterChange:
-        """Add ``quantity`` unless the sum would pass ``limit`` (the counter's maximum)."""
+    def _increment(self, key: CounterKey, quantity: int) -> CounterChange:
+        """Add ``quantity`` unless the sum would pass the counter's maximum."""
+        limit = MAX_COUNTER
+        connection, sql = self._connection()
         now = timezone.now()
         history = _History.of(sql, now, key)
-        cursor, sql = _hot_cursor(connection, sql)
-        after = self._counted_add(connection, sql, cursor, key, quantity, limit, now, history)
-        if after is None:
-            self._insert_missing(connection, sql, cursor, key)
+        with connection.cursor() as cursor:
             after = self._counted_add(connection, sql, cursor, key, quantity, limit, now, history)
-        if after is None:
-            # The row exists (it was just inserted) but the sum would not fit: SQLite would
-            # silently turn it into a float, the others raise a vendor error.
-            cursor.execute(sql.read, self._key_params(connection, key))
-            row = cursor.fetchone()
-            used = 0 if row is None else int(row[0])
-            return CounterChange(applied=False, before=used, after=used)
+            if after is None:
+                self._insert_missing(connection, sql, cursor, key)
+                after = self._counted_add(
+                    connection, sql, cursor, key, quantity, limit, now, history
+                )
+            if after is None:
+                # The row exists (it was just inserted) but the sum would not fit: SQLite would
+                # silently turn it into a float, the others raise a vendor error.
+                cursor.execute(sql.read, self._key_params(connection, key))
+                row = cursor.fetchone()
+                used = 0 if row is None else int(row[0])
+                return CounterChange(applied=False, before=used, after=used)
         return CounterChange(applied=True, before=after - quantity, after=after)
 
     def _counted_add(
@@ -488,9 +459,9 @@ class DatabaseStore(UsageStore):
     def get(self, key: CounterKey) -> int:
         with self._unavailable_on_connection_loss():
             connection, sql = self._connection()
-            cursor, sql = _hot_cursor(connection, sql)
-            cursor.execute(sql.read, self._key_params(connection, key))
-            row = cursor.fetchone()
+            with connection.cursor() as cursor:
+                cursor.execute(sql.read, self._key_params(connection, key))
+                row = cursor.fetchone()
         return 0 if row is None else int(row[0])
 
     def get_many(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
@@ -517,17 +488,7 @@ class DatabaseStore(UsageStore):
 
 
 def _db_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
-    """``value`` as the ORM would send it, so raw statements match the rows the ORM wrote.
-
-    PostgreSQL and SQLite are spelled out because this runs twice per enforced request:
-    Django's ``adapt_datetimefield_value`` costs ~5 us on SQLite (it re-reads settings), this
-    ~1 us. ``tests/test_database_store_internals.py`` checks that both agree.
-    """
-    vendor = connection.vendor
-    if vendor == "postgresql":
-        return value  # psycopg sends aware datetimes as timestamptz
-    if vendor == "sqlite" and value.tzinfo is not None:
-        return str(value.astimezone(connection.timezone).replace(tzinfo=None))
+    """``value`` as the ORM sends it, so that raw statements match the rows the ORM wrote."""
     return connection.ops.adapt_datetimefield_value(value)
 
 
@@ -552,141 +513,6 @@ def _guarded_add(
     cursor.execute(sql.read, key_params)
     row = cursor.fetchone()
     return None if row is None else (False, int(row[0]))
-
-
-# Period starts as sent to the database, by (vendor, database time zone, start): every request
-# of a period sends the same one, and converting it is most of _db_datetime's cost.
-_period_start_params: dict[tuple[str, Any, datetime], Any] = {}
-
-
-def _db_period_start(connection: BaseDatabaseWrapper, start: datetime) -> Any:
-    """:func:`_db_datetime` of a period's start, remembered."""
-    vendor = connection.vendor
-    if vendor == "postgresql":
-        return start
-    # connection.timezone is reset by Django when TIME_ZONE or USE_TZ change.
-    memo_key = (vendor, connection.timezone, start)
-    value = _period_start_params.get(memo_key)
-    if value is None:
-        if len(_period_start_params) > 10_000:
-            _period_start_params.clear()
-        value = _period_start_params[memo_key] = _db_datetime(connection, start)
-    return value
-
-
-# The attribute of a connection wrapper that holds its hot-path cursor (see _hot_cursor).
-_HOT_CURSOR = "_usage_limits_hot_cursor"
-
-# What a hot-path cursor is, which decides the statements' placeholder style.
-_DJANGO_CURSOR, _LOGGED_CURSOR, _DRIVER_CURSOR = "django", "logged", "driver"
-
-
-def _hot_cursor(connection: BaseDatabaseWrapper, sql: _Statements) -> tuple[Any, _Statements]:
-    """A cursor kept open across calls for as long as its driver connection, and the hot path's
-    statements in the form that cursor takes.
-
-    Opening a cursor through Django costs 5-8 us, and running a statement through Django's
-    ``CursorWrapper`` a few more (on SQLite, a regular expression rewrites every statement's
-    placeholders): a good part of the Python work of an enforced request. So the driver's own
-    cursor is kept and the statements are prepared once in its placeholder style; its errors are
-    still translated to Django's (see :class:`_DriverCursor`).
-
-    Whenever Django's wrapper would do more than that, it is used instead, and kept too: while
-    queries are logged (``DEBUG``, ``assertNumQueries``, the debug toolbar) every statement is
-    logged, and while an ``execute_wrapper()`` hook is installed every statement goes through it.
-    ``USAGE_LIMITS["DRIVER_CURSOR"] = False`` always uses it (for tools that instrument only
-    Django's ``CursorWrapper`` class).
-    The cursor is replaced when the driver connection changes (closed, reconnected) or either of
-    those is switched on or off. A connection shared between threads (Django's tests do that with
-    in-memory SQLite) gets a Django cursor per call, as usual.
-    """
-    if connection.allow_thread_sharing:
-        return connection.cursor(), sql
-    # What Django does before handing out a cursor: with CONN_HEALTH_CHECKS, a persistent
-    # connection that died since the last request is replaced (once per request).
-    connection.close_if_health_check_failed()
-    if connection.queries_logged:
-        kind = _LOGGED_CURSOR
-    elif connection.execute_wrappers or not conf.DRIVER_CURSOR:
-        kind = _DJANGO_CURSOR
-    else:
-        kind = _DRIVER_CURSOR
-    kept = connection.__dict__.get(_HOT_CURSOR)
-    if kept is not None and kept[0] is connection.connection and kept[1] == kind:
-        return kept[2], kept[3]
-    if kind == _DRIVER_CURSOR:
-        connection.ensure_connection()
-        with connection.wrap_database_errors:
-            cursor: Any = _DriverCursor(connection, _create_driver_cursor(connection))
-        sql = _driver_statements(connection, sql)
-    else:
-        cursor = connection.cursor()  # connects if needed: connection.connection is now set
-    connection.__dict__[_HOT_CURSOR] = (connection.connection, kind, cursor, sql)
-    return cursor, sql
-
-
-def _create_driver_cursor(connection: BaseDatabaseWrapper) -> Any:
-    if connection.vendor == "sqlite":
-        # The plain sqlite3 cursor: Django's SQLite cursor class only rewrites placeholders,
-        # which _driver_statements has done once and for all.
-        return connection.connection.cursor()
-    # The backend's own driver-level cursor: psycopg's with Django's loaders and time zone,
-    # MySQLdb's with Django's error mapping.
-    return connection.create_cursor()
-
-
-_driver_cache: dict[tuple[str, str], _Statements] = {}
-_FORMAT_PLACEHOLDER = re.compile(r"(?<!%)%s")
-
-
-def _driver_statements(connection: BaseDatabaseWrapper, sql: _Statements) -> _Statements:
-    """``sql`` in the placeholder style of the driver (SQLite's ``?``; the others take ``%s``)."""
-    if connection.vendor != "sqlite":
-        return sql
-    cache_key = (connection.alias, connection.vendor)
-    converted = _driver_cache.get(cache_key)
-    if converted is None:
-        converted = _driver_cache[cache_key] = replace(
-            sql,
-            **{
-                field.name: _FORMAT_PLACEHOLDER.sub("?", value).replace("%%", "%")
-                for field in fields(sql)
-                if isinstance(value := getattr(sql, field.name), str)
-            },
-        )
-    return converted
-
-
-class _DriverCursor:
-    """A driver cursor run without Django's ``CursorWrapper``, with what that wrapper guarantees:
-    no statement in a transaction already marked for rollback, and the driver's errors raised as
-    Django's (which also marks a failed connection for closing at the end of the request). Only a
-    failing statement pays for the translation."""
-
-    __slots__ = ("connection", "cursor", "fetchone")
-
-    def __init__(self, connection: BaseDatabaseWrapper, cursor: Any) -> None:
-        self.connection = connection
-        self.cursor = cursor
-        self.fetchone = cursor.fetchone
-
-    def execute(self, sql: str, params: Sequence[Any]) -> Any:
-        connection = self.connection
-        if connection.needs_rollback:
-            connection.validate_no_broken_transaction()
-        try:
-            return self.cursor.execute(sql, params)
-        except Exception:
-            with connection.wrap_database_errors:
-                raise
-
-    @property
-    def rowcount(self) -> int:
-        return int(self.cursor.rowcount)
-
-    @property
-    def lastrowid(self) -> Any:
-        return self.cursor.lastrowid
 
 
 @dataclass(frozen=True)

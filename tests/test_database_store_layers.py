@@ -1,11 +1,10 @@
-"""The database store's shortcuts on the enforcement path behave like Django's own code.
+"""The database store runs its statements through Django's public layers, as the ORM does.
 
-The store keeps one driver cursor per database connection, runs its statements without Django's
-``CursorWrapper`` and converts datetimes itself, all to save microseconds on every enforced
-request. These tests pin that nothing observable changes: the values written match the ORM's, a
-closed connection is replaced, the driver's errors arrive as Django's, no statement runs in a
-transaction marked for rollback, connection health checks still run, and query logging and
-``execute_wrapper()`` hooks still see every statement.
+Every counter statement goes through a cursor of the connection (Django's ``CursorWrapper``), so
+what instruments Django sees it: query logging (``DEBUG``, the debug toolbar, ``assertNumQueries``),
+``execute_wrapper()`` hooks, and tools that patch ``CursorWrapper`` (Sentry, OpenTelemetry). The
+values written match the ORM's, a closed or dead connection is replaced, the driver's errors
+arrive as Django's, and no statement runs in a transaction marked for rollback.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -22,7 +20,6 @@ from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
 from usage_limits import consume, get_usage
-from usage_limits.backends.database import _db_datetime, _db_period_start
 from usage_limits.exceptions import StoreUnavailable
 from usage_limits.models import Tenant, UsageRecord
 from usage_limits.testing.factories import TenantFactory, plan_with_limits
@@ -30,23 +27,6 @@ from usage_limits.testing.factories import TenantFactory, plan_with_limits
 from .reliability.faults import KILLABLE_VENDORS, ConnectionKiller, session_id
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        datetime(2026, 3, 1, tzinfo=UTC),
-        datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=ZoneInfo("Europe/Paris")),
-        datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York")),
-        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(2026, 6, 30, 12, 0, tzinfo=ZoneInfo("Asia/Kolkata")),
-    ],
-)
-def test_datetimes_are_sent_as_the_orm_sends_them(value: datetime) -> None:
-    expected = connection.ops.adapt_datetimefield_value(value)
-    assert _db_datetime(connection, value) == expected
-    assert _db_period_start(connection, value) == expected
-    assert _db_period_start(connection, value) == expected  # remembered, unchanged
 
 
 def test_the_period_row_matches_what_the_orm_reads(tenant: Tenant) -> None:
@@ -66,8 +46,8 @@ def test_a_closed_connection_is_replaced_outside_a_transaction() -> None:
     assert get_usage(tenant).feature("api_calls").used == 2
 
 
-def test_query_logging_sees_every_statement_of_a_kept_cursor(tenant: Tenant) -> None:
-    consume(tenant, "api_calls")  # the cursor is kept from here on
+def test_query_logging_sees_every_statement(tenant: Tenant) -> None:
+    consume(tenant, "api_calls")
     with CaptureQueriesContext(connection) as captured:
         consume(tenant, "api_calls")
         consume(tenant, "api_calls")
@@ -77,10 +57,6 @@ def test_query_logging_sees_every_statement_of_a_kept_cursor(tenant: Tenant) -> 
         if q["sql"].lstrip().upper().startswith(("UPDATE", "WITH"))
     ]
     assert len(updates) == 2
-    # And once logging stops, the kept cursor stops logging too.
-    before = len(connection.queries_log)
-    consume(tenant, "api_calls")
-    assert len(connection.queries_log) == before
 
 
 def test_execute_wrappers_see_the_enforcement_statement(tenant: Tenant) -> None:
@@ -99,7 +75,7 @@ def test_execute_wrappers_see_the_enforcement_statement(tenant: Tenant) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_statement_raises_djangos_error_not_the_drivers() -> None:
     tenant = TenantFactory(plan=plan_with_limits("FREE", api_calls=100))
-    consume(tenant, "api_calls")  # the driver cursor is kept from here on
+    consume(tenant, "api_calls")
     connection.connection.close()  # closed underneath Django: the next statement fails
     try:
         with pytest.raises((StoreUnavailable, DatabaseError)) as failure:
@@ -128,7 +104,7 @@ def test_the_connection_health_check_still_replaces_a_dead_connection() -> None:
     if connection.vendor not in KILLABLE_VENDORS:
         pytest.skip(f"{connection.vendor} has no server connection to lose")
     tenant = TenantFactory(plan=plan_with_limits("FREE", api_calls=100))
-    consume(tenant, "api_calls")  # the driver cursor is kept from here on
+    consume(tenant, "api_calls")
     killer = ConnectionKiller()
     enabled = connection.health_check_enabled
     try:
@@ -141,10 +117,10 @@ def test_the_connection_health_check_still_replaces_a_dead_connection() -> None:
         killer.close()
 
 
-def test_driver_cursor_off_sends_every_statement_through_djangos_cursor_wrapper(
-    tenant: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch
+def test_monitoring_that_patches_the_cursor_wrapper_sees_the_counter_statement(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a monitoring tool that patches ``CursorWrapper.execute`` (as Sentry's does) sees."""
+    """What a tool that patches ``CursorWrapper.execute`` (as Sentry's does) sees."""
     seen: list[str] = []
     execute = CursorWrapper.execute
 
@@ -155,9 +131,5 @@ def test_driver_cursor_off_sends_every_statement_through_djangos_cursor_wrapper(
     monkeypatch.setattr(CursorWrapper, "execute", traced)
     consume(tenant, "api_calls")
     seen.clear()
-    consume(tenant, "api_calls")
-    assert not any("usage_limits_usagerecord" in sql for sql in seen)  # the driver's cursor
-
-    settings.USAGE_LIMITS = {**settings.USAGE_LIMITS, "DRIVER_CURSOR": False}
-    assert consume(tenant, "api_calls").used == 3
+    assert consume(tenant, "api_calls").used == 2
     assert any("usage_limits_usagerecord" in sql for sql in seen)
