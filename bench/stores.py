@@ -446,7 +446,8 @@ def _hot_worker(
 
 def _bare_socket_call(store: Any, key: Any, limit: int) -> Callable[[], None]:
     """The Redis floor: the very command ``store.consume()`` sends (captured from one call),
-    packed once and written to a plain socket per thread, its reply parsed by hiredis."""
+    packed once and written to a plain socket per thread, its reply parsed by hiredis (the least
+    a Python client does for it; the store itself goes through redis-py's ``Script``)."""
     import socket
     import threading
     from urllib.parse import urlsplit
@@ -456,17 +457,17 @@ def _bare_socket_call(store: Any, key: Any, limit: int) -> Callable[[], None]:
     from bench.stores_settings import REDIS_URL
 
     sent: list[tuple[Any, ...]] = []
-    run = store._run_script
+    script = store._script("change")
 
-    def capture(name: str, keys: list[Any], args: list[Any]) -> Any:
-        sent.append(("EVALSHA", store._scripts[name].sha, len(keys), *keys, *args))
-        return run(name, keys, args)
+    def capture(keys: list[Any], args: list[Any]) -> Any:
+        sent.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return script(keys=keys, args=args)
 
-    store._run_script = capture
+    store._scripts["change"] = capture
     try:
         store.consume(key, 1, limit)
     finally:
-        del store._run_script
+        store._scripts["change"] = script
     if not sent:
         raise RuntimeError("store.consume() sent no script to capture")
     command = hiredis.pack_command(sent[-1])
@@ -475,14 +476,14 @@ def _bare_socket_call(store: Any, key: Any, limit: int) -> Callable[[], None]:
     local = threading.local()
 
     def call() -> None:
-        wire = getattr(local, "wire", None)
-        if wire is None:
+        connection = getattr(local, "connection", None)
+        if connection is None:
             sock = socket.create_connection((address.hostname, address.port or 6379))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(hiredis.pack_command(("SELECT", database)))
             sock.recv(64)
-            wire = local.wire = (sock, hiredis.Reader())
-        sock, reader = wire
+            connection = local.connection = (sock, hiredis.Reader())
+        sock, reader = connection
         sock.sendall(command)
         reply = False
         while reply is False:

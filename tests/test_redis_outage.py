@@ -16,14 +16,16 @@ from tests.conftest import require_module
 require_module("redis", 'pip install -e ".[redis]"')
 
 from django.core.management import CommandError, call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from usage_limits import consume, get_usage, reset_usage, set_usage  # noqa: E402
-from usage_limits.backends import get_store  # noqa: E402
+from usage_limits.backends import CounterKey, get_store  # noqa: E402
 from usage_limits.backends.base import usage_day  # noqa: E402
 from usage_limits.backends.redis import RedisStore  # noqa: E402
 from usage_limits.backends.redis_flush import flush_counters  # noqa: E402
 from usage_limits.exceptions import StoreUnavailable  # noqa: E402
 from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord, UsageReset  # noqa: E402
+from usage_limits.periods import period_containing  # noqa: E402
 from usage_limits.testing.factories import TenantFactory, plan_with_limits  # noqa: E402
 
 from .redis_service import PrivateRedis, private_redis, redis_settings  # noqa: E402, F401
@@ -291,6 +293,126 @@ def test_a_redis_that_never_answers_is_refused_quickly_when_closed(
     with pytest.raises(StoreUnavailable):
         consume(tenant, "api_calls")
     assert time.monotonic() - started < 0.6
+
+
+def take_command(buffer: bytearray) -> list[bytes] | None:
+    """The first whole command in ``buffer`` (a RESP array of bulk strings), taken out of it."""
+    data = bytes(buffer)
+    end = data.find(b"\r\n")
+    if end < 0:
+        return None
+    count, at = int(data[1:end]), end + 2
+    parts = []
+    for _ in range(count):
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return None
+        size, at = int(data[at + 1 : end]), end + 2
+        if len(data) < at + size + 2:
+            return None
+        parts.append(data[at : at + size])
+        at += size + 2
+    del buffer[:at]
+    return parts
+
+
+class LateServer:
+    """Speaks just enough RESP: ``+OK`` to a connection's handshake and, to the n-th
+    ``EVALSHA``, what the store's counting script answers when it counted from 10n to 10n + 1.
+    The first of those replies comes ``delay`` seconds late."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.calls = 0
+        self.late_reply_sent = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                peer, _address = self.listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._serve, args=(peer,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, peer: socket.socket) -> None:
+        buffer = bytearray()
+        with peer:
+            while not self.stop.is_set():
+                try:
+                    data = peer.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while (command := take_command(buffer)) is not None:
+                    name = command[0].upper()
+                    if name == b"HELLO":  # redis-py 8 speaks RESP3 by default
+                        peer.sendall(b"%1\r\n$5\r\nproto\r\n:3\r\n")
+                        continue
+                    if name != b"EVALSHA":
+                        peer.sendall(b"+OK\r\n")
+                        continue
+                    self.calls += 1
+                    calls = self.calls
+                    if calls == 1:
+                        time.sleep(self.delay)
+                    before, after = b"%d" % (10 * calls), b"%d" % (10 * calls + 1)
+                    reply = b"*4\r\n:1\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n:0\r\n" % (
+                        len(before),
+                        before,
+                        len(after),
+                        after,
+                    )
+                    try:
+                        peer.sendall(reply)
+                    except OSError:
+                        return
+                    finally:
+                        if calls == 1:
+                            self.late_reply_sent.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.listener.close()
+
+
+@pytest.fixture
+def late_server(settings: Any) -> Iterator[LateServer]:
+    server = LateServer(delay=0.6)
+    settings.USAGE_LIMITS = redis_settings(
+        server.url, "uq", **{**OUTAGE, "REDIS_SOCKET_TIMEOUT": 0.2, "REDIS_FAIL_MODE": "open"}
+    )
+    yield server
+    server.close()
+
+
+def test_a_reply_after_the_timeout_is_never_read_as_the_next_commands(
+    late_server: LateServer, tenant: Tenant
+) -> None:
+    key = CounterKey(tenant.pk, "api_calls", period_containing("monthly", timezone.now()))
+    started = time.monotonic()
+    first = store().increment(key, 1)
+    assert time.monotonic() - started < 0.55  # one socket timeout, not retried
+    # Timed out: an outage, counted in the database (fail open); not sent to Redis again.
+    assert (first.after, first.outside_transaction, late_server.calls) == (1, False, 1)
+    assert late_server.late_reply_sent.wait(5)  # to a connection the store has closed
+    second = store().increment(key, 1)
+    assert (second.before, second.after) == (20, 21)  # the second call's reply, not the first's
+    assert late_server.calls == 2
 
 
 def test_the_breaker_lets_one_call_through_after_its_pause(settings: Any) -> None:

@@ -45,7 +45,6 @@ from usage_limits.backends.redis_client import (
     UNAVAILABLE,
     CircuitBreaker,
     OutageLog,
-    ScriptRunner,
     connect,
     is_outage,
     run_batch,
@@ -106,7 +105,6 @@ class RedisStore(UsageStore):
         self._today: _Today | None = None
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
-        self._run: ScriptRunner | None = None
         self._connect_lock = threading.Lock()
         self.breaker = CircuitBreaker()
         self.outage_log = OutageLog()
@@ -129,22 +127,12 @@ class RedisStore(UsageStore):
                         "assign": client.register_script(ASSIGN),
                         "read_days": client.register_script(READ_DAYS),
                     }
-                    self._run = ScriptRunner(client)
                     self._client = client
         return self._client
 
     def _script(self, name: str) -> Any:
         self.client  # noqa: B018  (connects and registers the scripts on first use)
         return self._scripts[name]
-
-    def _script_runner(self) -> ScriptRunner:
-        self.client  # noqa: B018  (connects and registers the scripts on first use)
-        assert self._run is not None
-        return self._run
-
-    def _run_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
-        """One script call on this thread's own connection (the hot path)."""
-        return self._script_runner()(self._scripts[name], keys, args)
 
     def today(self) -> _Today:
         """The usage day (:func:`usage_day`), remembered until it ends: no zone maths per call."""
@@ -285,7 +273,7 @@ class RedisStore(UsageStore):
             args += [names.bucket_field, ttl]
         else:
             keys = [names.counter, names.dirty]
-        reply = self._run_script("change", keys, args)
+        reply = self._script("change")(keys=keys, args=args)
         if reply[0] == MISSING:
             reply = self._seed_and_change(key, keys, args)
         status, before, after = int(reply[0]), int(reply[1]), int(reply[2])
@@ -328,7 +316,7 @@ class RedisStore(UsageStore):
         with transaction.atomic(using=alias):
             row = _locked_row(alias, key)
             seed = 0 if row is None else row[1]
-            reply: list[int] = self._run_script("change", keys, [*args[:4], seed, *args[5:]])
+            reply: list[int] = self._script("change")(keys=keys, args=[*args[:4], seed, *args[5:]])
             if row is not None and int(reply[3]) == 1:
                 UsageRecord.objects.using(alias).filter(pk=row[0]).update(
                     redis_synced=seed, redis_stale=False, redis_version=F("redis_version") + 1
