@@ -54,3 +54,27 @@ def flush_until(
         flush_counters()
         runs += 1
     results.put(("flushes", runs))
+
+
+def consume_before_and_after_a_change(
+    database_name: str,
+    usage_limits: dict[str, Any],
+    caches: dict[str, Any],
+    tenant_id: int,
+    warmed: Any,
+    changed: Any,
+    results: Any,
+) -> None:
+    """Count once (this process now remembers the tenant's rules), wait while another process
+    changes them, count again; put the second decision's (allowed, limit) on ``results``."""
+    from django.conf import settings
+
+    settings.CACHES = caches  # before setup: the cache of a process of its own
+    setup_child(database_name, usage_limits)
+    from usage_limits import consume
+
+    consume(tenant_id, "api_calls")
+    warmed.set()
+    changed.wait(60)
+    decision = consume(tenant_id, "api_calls")
+    results.put((decision.allowed, decision.limit, decision.reason))

@@ -27,6 +27,7 @@ from usage_limits.models import (
     UsageRecord,
     UsageReset,
 )
+from usage_limits.rules import forget_tenant
 from usage_limits.testing.factories import TenantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -377,6 +378,7 @@ def test_the_panel_says_when_a_scheduled_period_waits_for_the_job(
     Tenant.objects.filter(pk=demo.beta.pk).update(
         reset_mode="scheduled", counting_since=NOW.replace(day=1, hour=0)
     )
+    forget_tenant(demo.beta.pk)  # update() sends no signal (docs/architecture.md)
     url = reverse("admin:usage_limits_tenant_change", args=[demo.beta.pk])
     with time_machine.travel(NOW.replace(month=4, day=3), tick=False):
         html = admin_client.get(url).content.decode()

@@ -217,8 +217,8 @@ def test_usage_costs_a_fixed_number_of_queries(
     client = member_client(tenant)
     consume(tenant, "api_calls")
     client.get(USAGE)  # warms the rules cache
-    # token, membership (the resolver), every counter in one query
-    with django_assert_num_queries(3):
+    # token, membership (the resolver), the tenant's rules version, every counter in one query
+    with django_assert_num_queries(4):
         assert client.get(USAGE).status_code == 200
 
 

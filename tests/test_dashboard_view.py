@@ -124,8 +124,9 @@ def test_the_page_costs_the_same_queries_whatever_the_number_of_features(
     for i in range(feature_count):
         consume(tenant, f"feature_{i}", (i * 7) % 100 + 1)
     client = signed_in(tenant)
-    # session, user, membership (with tenant and plan), counters, history
-    with django_assert_num_queries(5):
+    # session, user, membership (with tenant and plan), the rules version and the counters, the
+    # rules version and the history
+    with django_assert_num_queries(7):
         response = client.get("/usage/")
     assert response.content.decode().count('role="progressbar"') == feature_count
     # with nothing cached (as in a new process): + the tenant, its overrides, the plan and its

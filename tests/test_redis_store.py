@@ -442,3 +442,39 @@ def test_a_dropped_connection_is_opened_again(tenant: Tenant, client: redis.Redi
     assert store().get(key) == 2
     assert store().client.client_id() != dropped
     assert not store().breaker.is_open
+
+
+def test_the_script_refuses_rules_whose_version_redis_was_told_moved(
+    tenant: Tenant, client: redis.Redis
+) -> None:
+    from usage_limits.exceptions import StaleRules
+
+    key = CounterKey(tenant.pk, "api_calls", MARCH)
+    tenant.refresh_from_db()
+    version = tenant.rules_version
+    # Redis holds no copy yet: the database confirms the version, Redis copies it, it counts.
+    assert store().consume(key, 1, 10, rules_version=version).applied
+    rules = store().keys.rules(tenant.pk)
+    assert client.hget(rules, "v") == str(version)
+    # A change commits elsewhere: the database moves, Redis hears of it.
+    Tenant.objects.filter(pk=tenant.pk).update(rules_version=version + 1)
+    store().rules_changed([tenant.pk])
+    with pytest.raises(StaleRules):
+        store().consume(key, 1, 10, rules_version=version)
+    assert store().get(key) == 1  # nothing counted under the old rules
+    assert store().consume(key, 1, 10, rules_version=version + 1).after == 2
+
+
+def test_a_version_read_before_a_change_is_never_copied_after_it(
+    tenant: Tenant, client: redis.Redis
+) -> None:
+    """The race of a count that read the database just before a change committed: the copy it
+    then writes must not land after the change's notice, or Redis would accept the old rules."""
+    store().client  # noqa: B018  (registers the scripts)
+    rules = store().keys.rules(tenant.pk)
+    copy = store()._script("set_rules_version")
+    epoch_seen = client.hget(rules, "e") or "0"  # the STALE reply's epoch
+    store().rules_changed([tenant.pk])  # the change commits in between
+    assert copy(keys=[rules], args=[epoch_seen, 123, 60]) == 0
+    assert client.hget(rules, "v") is None
+    assert copy(keys=[rules], args=[client.hget(rules, "e"), 124, 60]) == 1

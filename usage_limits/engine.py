@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.cache import caches
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from usage_limits import signals
 from usage_limits.backends import CounterChange, CounterKey, get_store
+from usage_limits.caching import cache, cache_key
 from usage_limits.conf import conf
 from usage_limits.events import UsageEventInput, validate_events
 from usage_limits.exceptions import (
@@ -30,6 +30,7 @@ from usage_limits.exceptions import (
     InvalidEvents,
     InvalidIdempotencyKey,
     InvalidQuantity,
+    StaleRules,
     StoreUnavailable,
     UnknownEvent,
     UnknownFeature,
@@ -53,7 +54,13 @@ from usage_limits.results import (
     ResetResult,
     TenantUsage,
 )
-from usage_limits.rules import CACHE_PREFIX, FeatureRule, TenantRules, tenant_rules
+from usage_limits.rules import (
+    FeatureRule,
+    TenantRules,
+    read_rules,
+    rules_to_enforce,
+    tenant_rules,
+)
 
 logger = logging.getLogger("usage_limits")
 
@@ -287,28 +294,34 @@ def consume(
 ) -> Decision:
     """Atomically count ``quantity`` if it fits within the limit; deny and count nothing if not.
 
-    This is what enforcement uses: the check and the increment are one store statement.
+    This is what enforcement uses: the check and the increment are one store statement, which
+    also refuses rules that changed since this process read them (they are then read again).
     """
     quantity = validate_quantity(quantity)
-    rules, rule = _counted_rule(tenant, feature)
-    period = period_for(rules, rule)
-    if not rules.subscription_allows_use():
-        used = get_store().get(CounterKey(rules.tenant_id, rule.feature, period))
-        return _decision(
-            rules,
-            rule,
-            period,
-            quantity,
-            CounterChange(False, used, used),
-            allowed=False,
-            reason=DenialReason.SUBSCRIPTION_INACTIVE,
-        )
-    key = CounterKey(rules.tenant_id, rule.feature, period)
 
-    def apply() -> CounterChange:
-        return get_store().consume(key, quantity, rule.limit)
+    def count(rules: TenantRules) -> Decision:
+        rule = _counted_rule_of(rules, feature)
+        period = period_for(rules, rule)
+        if not rules.subscription_allows_use():
+            _confirm_current(rules)  # a refusal read from memory must be the database's too
+            used = get_store().get(CounterKey(rules.tenant_id, rule.feature, period))
+            return _decision(
+                rules,
+                rule,
+                period,
+                quantity,
+                CounterChange(False, used, used),
+                allowed=False,
+                reason=DenialReason.SUBSCRIPTION_INACTIVE,
+            )
+        key = CounterKey(rules.tenant_id, rule.feature, period)
 
-    return _count(rules, rule, period, quantity, apply, idempotency_key, metadata)
+        def apply() -> CounterChange:
+            return get_store().consume(key, quantity, rule.limit, rules_version=rules.version)
+
+        return _count(rules, rule, period, quantity, apply, idempotency_key, metadata)
+
+    return _with_current_rules(tenant, count)
 
 
 def increment_usage(
@@ -321,14 +334,59 @@ def increment_usage(
 ) -> Decision:
     """Record usage that already happened. It is never refused, so it may run over the limit."""
     quantity = validate_quantity(quantity)
-    rules, rule = _counted_rule(tenant, feature)
-    period = period_for(rules, rule)
-    key = CounterKey(rules.tenant_id, rule.feature, period)
 
-    def apply() -> CounterChange:
-        return get_store().increment(key, quantity)
+    def count(rules: TenantRules) -> Decision:
+        rule = _counted_rule_of(rules, feature)
+        period = period_for(rules, rule)
+        key = CounterKey(rules.tenant_id, rule.feature, period)
 
-    return _count(rules, rule, period, quantity, apply, idempotency_key, metadata)
+        def apply() -> CounterChange:
+            return get_store().increment(key, quantity, rules_version=rules.version)
+
+        return _count(rules, rule, period, quantity, apply, idempotency_key, metadata)
+
+    return _with_current_rules(tenant, count)
+
+
+# A count refused for stale rules (StaleRules) is run again with rules read anew at most this
+# often; only rules that change under every attempt make it give up.
+_RULES_ATTEMPTS = 3
+
+
+def _with_current_rules(tenant: TenantRef, count: Callable[[TenantRules], Decision]) -> Decision:
+    """Run ``count`` with the rules this process remembers for the tenant; when the store (or
+    :func:`_confirm_current`) finds they changed, nothing was counted: read them and run again."""
+    rules = rules_to_enforce(tenant)
+    for _attempt in range(_RULES_ATTEMPTS - 1):
+        try:
+            return count(rules)
+        except StaleRules:
+            rules = read_rules(rules.tenant_id)
+    return count(rules)
+
+
+def _counted_rule_of(rules: TenantRules, feature: str) -> FeatureRule:
+    """The rule of a counted feature in rules read from memory: an error that only remembered
+    rules would give (a feature added to the plan since) is checked against the database."""
+    if not isinstance(feature, str) or not feature:
+        raise UnknownFeature(f"Feature must be a non-empty name, got {feature!r}.")
+    try:
+        rule = rules.rule(feature)
+        if rule.kind == FeatureKind.BOOLEAN:
+            raise WrongFeatureKind(
+                f"{feature!r} is a boolean feature: use has_feature(), it has no counter."
+            )
+    except (UnknownFeature, FeatureNotInPlan, WrongFeatureKind):
+        _confirm_current(rules)
+        raise
+    return rule
+
+
+def _confirm_current(rules: TenantRules) -> None:
+    """:class:`StaleRules` unless ``rules`` still have the tenant's version (one query)."""
+    current = tenant_rules(rules.tenant_id)
+    if current.version != rules.version:
+        raise StaleRules(f"The rules of tenant {rules.tenant_id} changed.")
 
 
 def _count(
@@ -536,6 +594,17 @@ def record_events(
         except IntegrityError:
             # A concurrent batch committed one of the keys first: run again, seeing it replayed.
             continue
+        except StaleRules:
+            # The tenant's rules changed since they were read (nothing was kept): the batch is
+            # checked and counted again under the new ones.
+            rules = read_rules(rules.tenant_id)
+            periods = _counted_periods(rules, now)
+            errors = validate_events(
+                rules, events, now=now, period_start={f: p.start for f, p in periods.items()}
+            )
+            if errors:
+                raise InvalidEvents(errors) from None
+            continue
         except (OperationalError, StoreUnavailable) as exc:
             # InnoDB may pick a batch as the victim of a lock cycle on a key's index entry (the
             # first use of a period, duplicate-key checks); the whole transaction was rolled
@@ -616,7 +685,9 @@ def _record_batch(
         period = periods[feature]
         indices = to_count[feature]
         group = [events[i] for i in indices]
-        changes = _count_group(CounterKey(rules.tenant_id, feature, period), rule, group, outside)
+        changes = _count_group(
+            CounterKey(rules.tenant_id, feature, period), rule, group, outside, rules.version
+        )
         for index, event, change in zip(indices, group, changes, strict=True):
             results[index] = _decision(
                 rules,
@@ -673,7 +744,11 @@ def _is_deadlock(exc: BaseException) -> bool:
 
 
 def _count_group(
-    key: CounterKey, rule: FeatureRule, events: list[UsageEventInput], outside: _OutsideChanges
+    key: CounterKey,
+    rule: FeatureRule,
+    events: list[UsageEventInput],
+    outside: _OutsideChanges,
+    version: int,
 ) -> list[CounterChange]:
     """Count one feature's events of a batch: one store statement when they all fit."""
     store = get_store()
@@ -681,9 +756,10 @@ def _count_group(
     total = sum(quantities)
     if total <= MAX_QUANTITY:
         if rule.limit is None or not any(e.enforce for e in events):
-            return _split(outside.note(key, store.increment(key, total)), quantities)
+            change = store.increment(key, total, rules_version=version)
+            return _split(outside.note(key, change), quantities)
         if all(e.enforce for e in events):
-            change = outside.note(key, store.consume(key, total, rule.limit))
+            change = outside.note(key, store.consume(key, total, rule.limit, rules_version=version))
             if change.applied:
                 return _split(change, quantities)
     # Some do not fit (or enforced and recorded events are mixed): each in turn, in batch order,
@@ -691,9 +767,9 @@ def _count_group(
     return [
         outside.note(
             key,
-            store.consume(key, e.quantity, rule.limit)
+            store.consume(key, e.quantity, rule.limit, rules_version=version)
             if e.enforce
-            else store.increment(key, e.quantity),
+            else store.increment(key, e.quantity, rules_version=version),
         )
         for e in events
     ]
@@ -891,9 +967,7 @@ def reset_usage(
             UsageAlert.objects.using(alias).filter(
                 tenant_id=rules.tenant_id, feature=rule.feature, period_start=period.start
             ).delete()
-            caches[conf.CACHE_ALIAS].delete(
-                exceeded_cache_key(rules.tenant_id, rule.feature, period)
-            )
+            cache().delete(exceeded_cache_key(rules.tenant_id, rule.feature, period))
             results.append(ResetResult(rule.feature, period, change.before, audit.pk))
             _send_after_commit(
                 signals.usage_reset,
@@ -943,12 +1017,11 @@ def _announce_exceeded(rules: TenantRules, rule: FeatureRule, period: Period, us
     if limit is None:
         return
     # Every denial lands here; the cache spares the database an insert attempt per denied request.
-    cache = caches[conf.CACHE_ALIAS]
     seen_key = exceeded_cache_key(rules.tenant_id, rule.feature, period)
-    if cache.get(seen_key):
+    if cache().get(seen_key):
         return
     claimed = _claim_alert(rules.tenant_id, rule.feature, period, UsageAlert.EXCEEDED)
-    cache.set(seen_key, True, conf.CACHE_TIMEOUT)
+    cache().set(seen_key, True, conf.CACHE_TIMEOUT)
     if claimed:
         _send_after_commit(
             signals.quota_exceeded,
@@ -962,7 +1035,7 @@ def _announce_exceeded(rules: TenantRules, rule: FeatureRule, period: Period, us
 
 
 def exceeded_cache_key(tenant_id: int, feature: str, period: Period) -> str:
-    return f"{CACHE_PREFIX}:exceeded:{tenant_id}:{feature}:{period.start.timestamp():.0f}"
+    return cache_key("exceeded", tenant_id, feature, f"{period.start.timestamp():.0f}")
 
 
 def _claim_alert(tenant_id: int, feature: str, period: Period, level: int) -> bool:

@@ -44,6 +44,15 @@ class StoreUnavailable(UsageLimitsError):
     """The counter store could not be reached (a Redis outage, a dropped database connection)."""
 
 
+class StaleRules(UsageLimitsError):
+    """A count was refused because the tenant's rules changed since they were read.
+
+    Raised by a store when the tenant's ``rules_version`` is no longer the one given; nothing was
+    counted. The engine reads the rules again and retries, so callers of ``consume()`` never see
+    it unless the rules keep changing under every retry.
+    """
+
+
 class InvalidEvents(UsageLimitsError, ValueError):
     """A batch of usage events that will not be recorded, with what is wrong with each event.
 

@@ -1,10 +1,11 @@
-"""Keep the cached rules of :mod:`usage_limits.rules` in step with the database.
+"""Move the rules version of the tenants a change affects, in the change's own transaction.
 
-Saving or deleting a plan, a limit, a tenant, an override or a membership drops the cached entries
-it affects, after the transaction commits (dropping them earlier would let a concurrent check cache
-the old values again). ``QuerySet.update()`` sends no signals: call
-:func:`usage_limits.rules.forget_tenant`, :func:`usage_limits.rules.forget_plan` or
-:func:`usage_limits.rules.forget_memberships` after bulk updates.
+Saving or deleting a plan, a limit, a tenant or an override moves the ``rules_version`` of every
+tenant whose rules it changes (:func:`usage_limits.rules.bump_rules_version`), so that no process
+counts under the rules it read before. ``QuerySet.update()`` sends no signals: call
+:func:`usage_limits.rules.forget_tenant`, :func:`~usage_limits.rules.forget_plan` or
+:func:`~usage_limits.rules.forget_all` in the same transaction after bulk updates. A membership
+change drops the request tenants that processes remember (:mod:`usage_limits.tenancy`).
 """
 
 from __future__ import annotations
@@ -12,33 +13,57 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from usage_limits.models import Plan, PlanLimit, Tenant, TenantLimitOverride, TenantMembership
-from usage_limits.rules import forget_memberships, forget_plan, forget_tenant
+from usage_limits.rules import (
+    bump_rules_version,
+    forget_plan,
+    forget_rules,
+    next_rules_version,
+    rules_moved,
+)
+from usage_limits.tenancy import forget_memberships
 
 
-def _after_commit(func: Any, *args: Any) -> None:
-    # Drop now (this process must not read a stale entry inside the transaction) and again after
-    # commit (another process may have cached the old row in between).
-    func(*args)
-    transaction.on_commit(lambda: func(*args))
+@receiver(pre_save, sender=Plan, dispatch_uid="usage_limits_plan_saving")
+@receiver(pre_save, sender=Tenant, dispatch_uid="usage_limits_tenant_saving")
+def new_version(sender: type[Plan | Tenant], instance: Plan | Tenant, **kwargs: Any) -> None:
+    # A full save writes a new version in the change's own statement; and an instance read
+    # before another change and saved after it writes a new version too, never an older one.
+    instance.rules_version = next_rules_version(instance.rules_version)
+
+
+def _version_written(kwargs: dict[str, Any]) -> bool:
+    update_fields = kwargs.get("update_fields")
+    return update_fields is None or "rules_version" in update_fields
 
 
 @receiver([post_save, post_delete], sender=Plan, dispatch_uid="usage_limits_plan_changed")
 def plan_changed(sender: type[Plan], instance: Plan, **kwargs: Any) -> None:
-    _after_commit(forget_plan, instance.pk)
+    saved_version = kwargs.get("created") is not None and _version_written(kwargs)
+    forget_plan(instance.pk, plan_version_moved=saved_version)
 
 
 @receiver([post_save, post_delete], sender=PlanLimit, dispatch_uid="usage_limits_limit_changed")
 def plan_limit_changed(sender: type[PlanLimit], instance: PlanLimit, **kwargs: Any) -> None:
-    _after_commit(forget_plan, instance.plan_id)
+    forget_plan(instance.plan_id)
 
 
-@receiver([post_save, post_delete], sender=Tenant, dispatch_uid="usage_limits_tenant_changed")
-def tenant_changed(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> None:
-    _after_commit(forget_tenant, instance.pk)
+@receiver(post_save, sender=Tenant, dispatch_uid="usage_limits_tenant_saved")
+def tenant_saved(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> None:
+    if _version_written(kwargs):
+        rules_moved([instance.pk])
+    else:  # save(update_fields=...) without the version: move it now
+        instance.rules_version = bump_rules_version([instance.pk])
+    _request_tenants_changed()
+
+
+@receiver(post_delete, sender=Tenant, dispatch_uid="usage_limits_tenant_deleted")
+def tenant_deleted(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> None:
+    forget_rules(instance.pk)
+    _request_tenants_changed()
 
 
 @receiver(
@@ -49,7 +74,7 @@ def tenant_changed(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> Non
 def override_changed(
     sender: type[TenantLimitOverride], instance: TenantLimitOverride, **kwargs: Any
 ) -> None:
-    _after_commit(forget_tenant, instance.tenant_id)
+    bump_rules_version([instance.tenant_id])
 
 
 @receiver(
@@ -60,5 +85,12 @@ def override_changed(
 def membership_changed(
     sender: type[TenantMembership], instance: TenantMembership, **kwargs: Any
 ) -> None:
-    # The request tenants remembered by usage_limits.tenancy depend on memberships.
-    _after_commit(forget_memberships)
+    _request_tenants_changed()
+
+
+def _request_tenants_changed() -> None:
+    # The request tenants that processes remember (usage_limits.tenancy) are tenant rows found
+    # through memberships. Dropped now (this process must not answer from a stale memory inside
+    # the transaction) and again after commit (another may have remembered the old row meanwhile).
+    forget_memberships()
+    transaction.on_commit(forget_memberships)

@@ -52,6 +52,9 @@ class Plan(models.Model):
     stripe_price_id = models.CharField(
         _("Stripe price id"), max_length=255, blank=True, db_index=True
     )
+    # Moved whenever the plan or one of its limits changes (usage_limits.rules keeps a plan's
+    # limits per process until then).
+    rules_version = models.BigIntegerField(_("rules version"), default=0, editable=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -156,6 +159,11 @@ class Tenant(models.Model):
         blank=True,
         verbose_name=_("members"),
     )
+    # Moved whenever what the tenant may use changes (its plan or the plan's limits, status,
+    # period, overrides), in the change's own transaction: every process keeps the rules it
+    # read with this value, and the store's counting statement admits nothing under rules whose
+    # version is no longer the row's (usage_limits.rules, docs/architecture.md).
+    rules_version = models.BigIntegerField(_("rules version"), default=0, editable=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -37,7 +37,7 @@ from usage_limits.conf import conf
 from usage_limits.engine import period_for
 from usage_limits.models import FeatureKind, ResetMode, Tenant, TenantLimitOverride, UsageReset
 from usage_limits.periods import Period
-from usage_limits.rules import TenantRules, forget_tenant, rules_for_row
+from usage_limits.rules import TenantRules, bump_rules_version, rules_for_row
 
 logger = logging.getLogger("usage_limits")
 
@@ -135,7 +135,7 @@ def scheduled_tenants() -> QuerySet[Tenant]:
     mode = Q(reset_mode=ResetMode.SCHEDULED)
     if conf.RESET_MODE == ResetMode.SCHEDULED:
         mode |= Q(reset_mode="")
-    return Tenant.objects.using(conf.DATABASE_ALIAS).filter(mode)
+    return Tenant.objects.using(conf.DATABASE_ALIAS).filter(mode).select_related("plan")
 
 
 def reset_expired(now: datetime | None = None, *, dry_run: bool = False) -> ExpiryReport:
@@ -229,9 +229,8 @@ def _apply(report: ExpiryReport, moves: list[_Move], now: datetime) -> None:
         report.skipped += len(moves) - len(won)
         values = _closed_values(won)
         resets = _write_audit(won, values, alias)
-        for move in won:
-            # QuerySet.update() sends no post_save: drop the cached rules now and after commit.
-            forget_tenant(move.tenant_id)
+        # QuerySet.update() sends no post_save: move their rules versions in this transaction.
+        bump_rules_version([move.tenant_id for move in won])
         transaction.on_commit(lambda: _after_commit(won, resets), using=alias)
     _record(report, won, values, resets)
 
@@ -314,7 +313,6 @@ def _record(
 
 def _after_commit(moves: list[_Move], resets: dict[tuple[int, str], UsageReset]) -> None:
     for move in moves:
-        forget_tenant(move.tenant_id)
         for feature, period in move.closing:
             reset = resets[move.tenant_id, feature]
             _announce(move.tenant_id, feature, period, reset)

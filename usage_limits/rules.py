@@ -1,34 +1,34 @@
-"""What a tenant may use: its plan's limits with per-tenant overrides applied, cached.
+"""What a tenant may use: its plan's limits with per-tenant overrides applied.
 
-Enforcement must cost one store statement, so the plan, its limits and the tenant's overrides are
-read once and kept in Django's cache (``USAGE_LIMITS["CACHE_ALIAS"]``) in two entries: one per
-tenant (status, plan id, overrides) and one per plan (its limits). :mod:`usage_limits.invalidation`
-deletes them whenever a plan, a limit, an override or a tenant is saved, so a plan change is seen by
-the very next check. In a multi-process deployment the cache alias must be shared (Redis,
-Memcached, database) for that to hold across processes; the timeout bounds staleness otherwise.
+Rules are read from the database and remembered in this process's memory, each with the tenant's
+``rules_version``. Every change to what a tenant may use (its plan or the plan's limits, its
+status, period or overrides) moves that version in the change's own transaction
+(:func:`bump_rules_version`, called by :mod:`usage_limits.invalidation`). Nothing is trusted
+without a check against the database, and the check costs no round trip of its own where it
+matters:
 
-On top of that, each process keeps the rules it built in memory, tagged with a *generation*
-token held in the shared cache. Every invalidation writes a new token, so the steady-state cost
-of resolving a tenant is one cache read of a small value instead of two reads of pickled rules.
+* counting (:func:`rules_to_enforce`): the store's one statement (or script) counts only while the
+  row's version is still the one the rules were read with, and otherwise raises
+  :class:`~usage_limits.exceptions.StaleRules`, counting nothing; the engine reads the rules again
+  and retries;
+* everything else (:func:`tenant_rules`: ``has_feature``, ``check_limit``, ``get_usage``, a 402)
+  reads the version in one small query before using what it remembers.
+
+So no cache, shared or per process, can make a process enforce a plan, a limit, an override or a
+status that the database no longer holds, and nothing is shared between two databases. See
+docs/architecture.md, "Rules and their versions".
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from django.core.cache import caches
-from django.core.cache.backends.base import BaseCache
-from django.core.cache.backends.dummy import DummyCache
-from django.core.cache.backends.locmem import LocMemCache
-from django.core.signals import setting_changed
-from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.dispatch import receiver
+from django.db import connections, router
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from usage_limits.conf import conf
@@ -43,8 +43,6 @@ from usage_limits.models import (
     Tenant,
     TenantLimitOverride,
 )
-
-CACHE_PREFIX = "usage_limits:v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +67,7 @@ class PlanRules:
     code: str
     name: str
     rules: dict[str, FeatureRule]
+    version: int = 0  # the plan row's rules_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +85,7 @@ class TenantRules:
     reset_mode: str
     counting_since: datetime | None
     rules: dict[str, FeatureRule] = field(default_factory=dict)
+    version: int = 0  # the tenant row's rules_version these rules were read with
 
     def rule(self, feature: str) -> FeatureRule:
         try:
@@ -107,124 +107,18 @@ class TenantRules:
         return False
 
 
-# The cache object per thread, as ``caches[alias]`` gives it: that lookup goes through asgiref's
-# Local, a couple of microseconds on every enforced request. Dropped when CACHES change.
-_held_cache = threading.local()
-_caches_epoch = 0
+# Rules read by this process: (database, tenant id) -> rules. Bounded; cleared when full.
+_REMEMBERED: dict[tuple[str, int], TenantRules] = {}
+_REMEMBERED_MAX = 10_000
+_remembered_lock = threading.Lock()
+# Plans' limits: (database, plan id) -> rules, replaced when the plan's rules_version moves.
+_PLANS: dict[tuple[str, int], PlanRules] = {}
 
 
-def _cache() -> BaseCache:
-    alias = conf.CACHE_ALIAS
-    held = getattr(_held_cache, "entry", None)
-    if held is not None and held[0] == alias and held[1] == _caches_epoch:
-        cache: BaseCache = held[2]
-        return cache
-    cache = caches[alias]
-    _held_cache.entry = (alias, _caches_epoch, cache)
-    return cache
-
-
-@receiver(setting_changed, dispatch_uid="usage_limits_rules_caches_changed")
-def _caches_changed(setting: str, **kwargs: object) -> None:
-    global _caches_epoch
-    if setting == "CACHES":  # (a changed CACHE_ALIAS is seen by _cache() itself)
-        _caches_epoch += 1
-
-
-def tenant_cache_key(tenant_id: int) -> str:
-    return f"{CACHE_PREFIX}:tenant:{tenant_id}"
-
-
-def plan_cache_key(plan_id: int) -> str:
-    return f"{CACHE_PREFIX}:plan:{plan_id}"
-
-
-FEATURES_CACHE_KEY = f"{CACHE_PREFIX}:features"
-GENERATION_CACHE_KEY = f"{CACHE_PREFIX}:generation"
-# Rules built by this process: tenant id -> (generation, rules). Bounded; cleared when full.
-_LOCAL_RULES: dict[int, tuple[str, TenantRules]] = {}
-_LOCAL_RULES_MAX = 10_000
-_local_lock = threading.Lock()
-
-
-# The generation of a process whose cache alias is process-local (LocMemCache, DummyCache): such a
-# cache is this process's memory anyway, so the token is kept here and read without the cache's
-# key validation and pickling (about 4 us per check). A DummyCache keeps nothing, so without this
-# a plan change would never reach the rules this process remembers. The token also turns over
-# every CACHE_TIMEOUT seconds: other processes cannot tell this one about their changes, and
-# that bounds how long it keeps rules they changed.
-_process_generation = secrets.token_hex(8)
-_process_generation_expires = 0.0
-
-
-def _is_process_local(cache: BaseCache) -> bool:
-    return isinstance(cache, LocMemCache | DummyCache)
-
-
-def _generation() -> str:
-    global _process_generation, _process_generation_expires
-    cache = _cache()
-    if _is_process_local(cache):
-        now = time.monotonic()
-        if now >= _process_generation_expires:
-            _process_generation = secrets.token_hex(8)
-            _process_generation_expires = now + conf.CACHE_TIMEOUT
-        return _process_generation
-    generation = cache.get(GENERATION_CACHE_KEY)
-    if not isinstance(generation, str):
-        # Missing or evicted: start a new generation, which only ever drops local copies.
-        cache.add(GENERATION_CACHE_KEY, secrets.token_hex(8), None)
-        generation = cache.get(GENERATION_CACHE_KEY) or ""
-    return str(generation)
-
-
-def _new_generation() -> None:
-    global _process_generation
-    _process_generation = secrets.token_hex(8)
-    _cache().set(GENERATION_CACHE_KEY, secrets.token_hex(8), None)
-
-
-# A change made inside a transaction is visible to reads in that transaction before it commits.
-# Rules built from such reads must not be kept: if the transaction rolled back, they would go on
-# enforcing a plan, limit or override that never existed. So every invalidation marks the
-# transactions open on this thread (their outermost atomic block), and while a marked one runs,
-# rules are built but not stored; the receivers of
-# :mod:`usage_limits.invalidation` drop the entries again after commit. (An atomic block reused
-# as a decorator is the same object on its next call: that call then stores nothing either,
-# which costs reads, never correctness.)
-_UNCOMMITTED_CHANGE = "_usage_limits_uncommitted_change"
-
-
-def _outermost_block(connection: BaseDatabaseWrapper) -> object | None:
-    """The atomic block whose end commits or rolls back what runs in it now.
-
-    Django's ``TestCase`` wraps every test in blocks of its own (``_from_testcase``) that never
-    commit: a test sees them as the database itself, as a site would, and they are skipped.
-    """
-    for block in connection.atomic_blocks:
-        if not getattr(block, "_from_testcase", False):
-            return block
-    return None
-
-
-def _mark_open_transactions() -> None:
-    for connection in connections.all(initialized_only=True):
-        block = _outermost_block(connection)
-        if block is not None:
-            connection.__dict__[_UNCOMMITTED_CHANGE] = block
-
-
-def _uncommitted_change_visible() -> bool:
-    """Whether this thread is inside a transaction that changed a plan, limit, override or
-    tenant: the rules it reads now may be used, but must not be remembered."""
-    for connection in connections.all(initialized_only=True):
-        marked = connection.__dict__.get(_UNCOMMITTED_CHANGE)
-        if marked is None:
-            continue
-        if _outermost_block(connection) is marked:
-            return True
-        del connection.__dict__[_UNCOMMITTED_CHANGE]  # that transaction has ended
-    return False
+def _database() -> str:
+    """The database tenants are read from, as a key: two databases never share an entry."""
+    alias = router.db_for_read(Tenant)
+    return f"{alias}:{connections[alias].settings_dict.get('NAME')}"
 
 
 def normalise_limit(limit: int | None) -> int | None:
@@ -242,14 +136,17 @@ def feature_period(feature: str, period: str) -> str:
 
 
 def load_plan_rules(plan_id: int) -> PlanRules:
-    cache = _cache()
-    key = plan_cache_key(plan_id)
-    cached = cache.get(key)
-    if isinstance(cached, PlanRules):
-        return cached
-    plan = Plan.objects.get(pk=plan_id)
+    return plan_rules(Plan.objects.get(pk=plan_id))
+
+
+def plan_rules(plan: Plan) -> PlanRules:
+    """The limits of a plan row: read once per version of the plan and process."""
+    key = (_database(), int(plan.pk))
+    remembered = _PLANS.get(key)
+    if remembered is not None and remembered.version == plan.rules_version:
+        return remembered
     rules = {}
-    for limit in PlanLimit.objects.filter(plan_id=plan_id):
+    for limit in PlanLimit.objects.filter(plan_id=plan.pk):
         rules[limit.feature] = FeatureRule(
             feature=limit.feature,
             kind=limit.kind,
@@ -259,35 +156,31 @@ def load_plan_rules(plan_id: int) -> PlanRules:
             else None,
             label=feature_label(limit.feature),
         )
-    plan_rules = PlanRules(plan_id=plan.pk, code=plan.code, name=plan.name, rules=rules)
-    if not _uncommitted_change_visible():
-        cache.set(key, plan_rules, conf.CACHE_TIMEOUT)
-    return plan_rules
+    result = PlanRules(
+        plan_id=plan.pk, code=plan.code, name=plan.name, rules=rules, version=plan.rules_version
+    )
+    with _remembered_lock:
+        if len(_PLANS) >= _REMEMBERED_MAX:
+            _PLANS.clear()
+        _PLANS[key] = result
+    return result
 
 
 def _load_tenant_part(tenant_id: int) -> dict[str, object]:
-    cache = _cache()
-    key = tenant_cache_key(tenant_id)
-    cached = cache.get(key)
-    if isinstance(cached, dict):
-        return cached
     try:
-        tenant = Tenant.objects.get(pk=tenant_id)
+        tenant = Tenant.objects.select_related("plan").get(pk=tenant_id)
     except (Tenant.DoesNotExist, ValueError, TypeError):
         raise UnknownTenant(f"No tenant with id {tenant_id!r}.") from None
     overrides = {
         o.feature: o.limit for o in TenantLimitOverride.objects.filter(tenant_id=tenant_id)
     }
-    part = _tenant_part(tenant, overrides)
-    if not _uncommitted_change_visible():
-        cache.set(key, part, conf.CACHE_TIMEOUT)
-    return part
+    return _tenant_part(tenant, overrides)
 
 
 def _tenant_part(tenant: Tenant, overrides: Mapping[str, int | None]) -> dict[str, object]:
     return {
         "name": tenant.name,
-        "plan_id": tenant.plan_id,
+        "plan": tenant.plan,
         "status": tenant.subscription_status,
         "past_due_since": tenant.past_due_since,
         "billing_anchor": tenant.billing_anchor or tenant.created_at,
@@ -295,24 +188,49 @@ def _tenant_part(tenant: Tenant, overrides: Mapping[str, int | None]) -> dict[st
         "reset_period": tenant.reset_period,
         "counting_since": tenant.counting_since,
         "overrides": {feature: normalise_limit(limit) for feature, limit in overrides.items()},
+        "version": tenant.rules_version,
     }
 
 
-def tenant_rules(tenant: Tenant | int) -> TenantRules:
-    """The effective rules of a tenant (an instance or a primary key)."""
+def rules_to_enforce(tenant: Tenant | int) -> TenantRules:
+    """The rules this process remembers for a tenant, unchecked: for a count, whose statement
+    compares their version with the row's (see the module's docstring). Read on first use."""
     tenant_id = _tenant_id(tenant)
-    generation = _generation()
-    local = _LOCAL_RULES.get(tenant_id)
-    if local is not None and local[0] == generation:
-        return local[1]
+    remembered = _REMEMBERED.get((_database(), tenant_id))
+    if remembered is not None:
+        return remembered
+    return read_rules(tenant_id)
+
+
+def tenant_rules(tenant: Tenant | int) -> TenantRules:
+    """The rules of a tenant (an instance or a primary key), checked against the database.
+
+    One query when this process remembers them and they are current; they are read again when
+    the tenant's ``rules_version`` moved.
+    """
+    tenant_id = _tenant_id(tenant)
+    remembered = _REMEMBERED.get((_database(), tenant_id))
+    if remembered is not None:
+        current = Tenant.objects.filter(pk=tenant_id).values_list("rules_version", flat=True)
+        if list(current) == [remembered.version]:
+            return remembered
+    return read_rules(tenant_id)
+
+
+def read_rules(tenant_id: int) -> TenantRules:
+    """Read a tenant's rules from the database and remember them in this process."""
     rules = _compose(tenant_id, _load_tenant_part(tenant_id))
-    if _uncommitted_change_visible():
-        return rules
-    with _local_lock:
-        if len(_LOCAL_RULES) >= _LOCAL_RULES_MAX:
-            _LOCAL_RULES.clear()
-        _LOCAL_RULES[tenant_id] = (generation, rules)
+    database = _database()
+    with _remembered_lock:
+        if len(_REMEMBERED) >= _REMEMBERED_MAX:
+            _REMEMBERED.clear()
+        _REMEMBERED[database, tenant_id] = rules
     return rules
+
+
+def forget_rules(tenant_id: int) -> None:
+    """Drop what this process remembers of a tenant (its rules turned out to be stale)."""
+    _REMEMBERED.pop((_database(), tenant_id), None)
 
 
 def rules_for_row(tenant: Tenant, overrides: Mapping[str, int | None]) -> TenantRules:
@@ -325,7 +243,7 @@ def rules_for_row(tenant: Tenant, overrides: Mapping[str, int | None]) -> Tenant
 
 
 def _compose(tenant_id: int, part: dict[str, object]) -> TenantRules:
-    plan = load_plan_rules(int(part["plan_id"]))  # type: ignore[call-overload]
+    plan = plan_rules(part["plan"])  # type: ignore[arg-type]
     rules = dict(plan.rules)
     overrides: dict[str, int | None] = part["overrides"]  # type: ignore[assignment]
     for feature, limit in overrides.items():
@@ -367,18 +285,14 @@ def _compose(tenant_id: int, part: dict[str, object]) -> TenantRules:
         reset_mode=str(part["reset_mode"] or conf.RESET_MODE or ResetMode.LAZY),
         counting_since=part["counting_since"],  # type: ignore[arg-type]
         rules=rules,
+        version=int(part.get("version") or 0),  # type: ignore[call-overload]
     )
 
 
 def known_features() -> frozenset[str]:
-    """Every feature name declared in settings or used by any plan (cached)."""
-    cache = _cache()
-    cached = cache.get(FEATURES_CACHE_KEY)
-    if not isinstance(cached, frozenset):
-        cached = frozenset(PlanLimit.objects.values_list("feature", flat=True).distinct())
-        if not _uncommitted_change_visible():
-            cache.set(FEATURES_CACHE_KEY, cached, conf.CACHE_TIMEOUT)
-    return cached | frozenset(conf.FEATURES)
+    """Every feature name declared in settings or used by any plan (one query; error paths)."""
+    used = frozenset(PlanLimit.objects.values_list("feature", flat=True).distinct())
+    return used | frozenset(conf.FEATURES)
 
 
 def _tenant_id(tenant: Tenant | int) -> int:
@@ -391,43 +305,73 @@ def _tenant_id(tenant: Tenant | int) -> int:
     return tenant
 
 
+def next_rules_version(current: int = 0) -> int:
+    """A version no earlier state of a tenant had: the time in microseconds, past ``current``."""
+    return max(time.time_ns() // 1000, current + 1)
+
+
+def bump_rules_version(tenants: QuerySet[Tenant] | Iterable[int]) -> int:
+    """Move the ``rules_version`` of these tenants (a queryset or primary keys) to a new value,
+    in the current transaction, and tell the store after it commits; returns the value.
+
+    Call it in the transaction that changes what they may use: a count that runs after that
+    transaction commits is refused by the store under rules read before it.
+    """
+    if not isinstance(tenants, QuerySet):
+        tenants = Tenant.objects.filter(pk__in=list(tenants))
+    ids = [int(pk) for pk in tenants.values_list("pk", flat=True)]
+    version = next_rules_version()
+    if ids:
+        tenants.update(rules_version=version)
+        rules_moved(ids)
+    return version
+
+
+def rules_moved(tenant_ids: list[int]) -> None:
+    """The versions of these tenants moved in the current transaction: this process forgets
+    their rules now, and the store hears of it after commit."""
+    database = _database()
+    for tenant_id in tenant_ids:
+        _REMEMBERED.pop((database, tenant_id), None)
+    _tell_store(tenant_ids)
+
+
+def _tell_store(ids: list[int]) -> None:
+    from django.db import transaction
+
+    from usage_limits.backends import get_store
+
+    def tell() -> None:
+        get_store().rules_changed(ids)
+
+    transaction.on_commit(tell, using=router.db_for_write(Tenant))
+
+
 def forget_tenant(tenant_id: int) -> None:
-    _mark_open_transactions()
-    _cache().delete(tenant_cache_key(tenant_id))
-    _new_generation()
-    _LOCAL_RULES.pop(tenant_id, None)
+    """A tenant's rules changed without a signal (``QuerySet.update()``, raw SQL)."""
+    bump_rules_version([tenant_id])
 
 
-def forget_memberships() -> None:
-    """Drop every process's remembered request tenants (:mod:`usage_limits.tenancy`)."""
-    _mark_open_transactions()
-    _new_generation()
+def forget_plan(plan_id: int, *, plan_version_moved: bool = False) -> None:
+    """A plan or its limits changed: move the plan's version (its limits are read again) and
+    the rules version of every tenant on it. Called by the signals, and after bulk changes."""
+    if not plan_version_moved:
+        Plan.objects.filter(pk=plan_id).update(rules_version=next_rules_version())
+    _PLANS.pop((_database(), plan_id), None)
+    bump_rules_version(Tenant.objects.filter(plan_id=plan_id))
 
 
 def forget_all() -> None:
-    """Drop every cached rule and remembered request tenant, in every process.
+    """Every tenant reads its rules again, in every process, and every process its remembered
+    request tenants.
 
-    For bulk changes made without signals (``QuerySet.update()``, raw SQL, a restored dump):
-    the next check reads plans, limits, tenants and memberships again.
+    For bulk changes made without signals (``QuerySet.update()``, raw SQL, a restored dump).
     """
-    _mark_open_transactions()
-    cache = _cache()
-    keys = [plan_cache_key(pk) for pk in Plan.objects.values_list("pk", flat=True)]
-    keys += [tenant_cache_key(pk) for pk in Tenant.objects.values_list("pk", flat=True)]
-    for start in range(0, len(keys), 1000):
-        cache.delete_many(keys[start : start + 1000])
-    cache.delete(FEATURES_CACHE_KEY)
-    with _local_lock:
-        _LOCAL_RULES.clear()
-    _new_generation()
+    from usage_limits.tenancy import forget_memberships
 
-
-def current_generation() -> str:
-    """The token that changes whenever a plan, a tenant or a membership changes (shared)."""
-    return _generation()
-
-
-def forget_plan(plan_id: int) -> None:
-    _mark_open_transactions()
-    _cache().delete_many([plan_cache_key(plan_id), FEATURES_CACHE_KEY])
-    _new_generation()
+    Plan.objects.update(rules_version=next_rules_version())
+    bump_rules_version(Tenant.objects.all())
+    with _remembered_lock:
+        _REMEMBERED.clear()
+        _PLANS.clear()
+    forget_memberships()

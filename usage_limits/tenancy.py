@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.signals import setting_changed
 from django.db import connections
 from django.dispatch import receiver
@@ -30,10 +34,10 @@ from django.http import HttpRequest
 from django.http.request import HttpHeaders
 from django.utils.module_loading import import_string
 
+from usage_limits.caching import cache, cache_key
 from usage_limits.conf import conf
 from usage_limits.exceptions import TenantAccessDenied
 from usage_limits.models import Tenant
-from usage_limits.rules import current_generation
 
 TenantResolver = Callable[[HttpRequest], Tenant | None]
 
@@ -54,11 +58,10 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
     header = conf.TENANT_HEADER
     # From META: request.headers would build a dict of every header only to read this one.
     asked = str(request.META.get(HttpHeaders.to_wsgi_name(header), "")).strip() if header else ""
-    # The answer is remembered per process until a tenant, a plan or a membership changes
-    # anywhere (the shared generation token of usage_limits.rules, already read by the engine
-    # on every check): without it, this query would cost more than the quota check itself.
+    # The answer is remembered per process until a membership changes anywhere (a generation
+    # token in the cache): without it, this query would cost more than the quota check itself.
     memo_key = (user.pk, asked)
-    generation = current_generation()
+    generation = memberships_generation()
     remembered = _REMEMBERED.get(memo_key)
     if remembered is not None and remembered[0] == generation:
         tenant = remembered[1]
@@ -86,6 +89,39 @@ def resolve_tenant_from_membership(request: HttpRequest) -> Tenant | None:
 _REMEMBERED: dict[tuple[Any, str], tuple[str, Tenant | None]] = {}
 _REMEMBERED_MAX = 10_000
 _remembered_lock = threading.Lock()
+
+# The generation of a process whose cache is its own (LocMemCache, DummyCache): other processes
+# cannot tell it about their changes there, so the token also turns over every CACHE_TIMEOUT
+# seconds, which bounds how long a membership removed elsewhere is still honoured here.
+_process_generation = secrets.token_hex(8)
+_process_generation_expires = 0.0
+
+
+def memberships_generation() -> str:
+    """A token that changes whenever a membership changes (shared through the cache)."""
+    global _process_generation, _process_generation_expires
+    shared = cache()
+    if isinstance(shared, LocMemCache | DummyCache):
+        now = time.monotonic()
+        if now >= _process_generation_expires:
+            _process_generation = secrets.token_hex(8)
+            _process_generation_expires = now + conf.CACHE_TIMEOUT
+        return _process_generation
+    key = cache_key("memberships")
+    generation = shared.get(key)
+    if not isinstance(generation, str):
+        shared.add(key, secrets.token_hex(8), None)
+        generation = shared.get(key) or ""
+    return str(generation)
+
+
+def forget_memberships() -> None:
+    """Drop every process's remembered request tenants (after memberships changed)."""
+    global _process_generation
+    _process_generation = secrets.token_hex(8)
+    with _remembered_lock:
+        _REMEMBERED.clear()
+    cache().set(cache_key("memberships"), secrets.token_hex(8), None)
 
 
 def _member_tenant(user_id: Any, asked: str) -> Tenant | None:

@@ -69,15 +69,31 @@ class UsageStore(ABC):
     """A place where usage counters live (the database by default, or Redis)."""
 
     @abstractmethod
-    def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
+    def consume(
+        self, key: CounterKey, quantity: int, limit: int | None, *, rules_version: int | None = None
+    ) -> CounterChange:
         """Add ``quantity`` only if the result stays within ``limit`` (``None``: unlimited).
 
-        Denied means nothing was added; ``before == after`` is then the current value.
+        Denied means nothing was added; ``before == after`` is then the current value. With a
+        ``rules_version``, the same atomic step first checks that it is still the tenant's (the
+        limit was read with it) and otherwise raises
+        :class:`~usage_limits.exceptions.StaleRules`, adding nothing.
         """
 
     @abstractmethod
-    def increment(self, key: CounterKey, quantity: int) -> CounterChange:
-        """Add ``quantity`` unconditionally (usage recorded after the fact may run over)."""
+    def increment(
+        self, key: CounterKey, quantity: int, *, rules_version: int | None = None
+    ) -> CounterChange:
+        """Add ``quantity`` unconditionally (usage recorded after the fact may run over); the
+        ``rules_version`` is checked as by :meth:`consume` (the period was read with it)."""
+
+    def rules_changed(self, tenant_ids: list[int]) -> None:
+        """The ``rules_version`` of these tenants moved and the change committed.
+
+        Stores that keep a copy of the version (Redis) drop it here; the database store reads
+        the row itself.
+        """
+        return None
 
     @abstractmethod
     def refund(self, key: CounterKey, quantity: int) -> CounterChange:

@@ -45,8 +45,8 @@ from django.utils import timezone
 
 from usage_limits.backends.base import CounterChange, CounterKey, UsageStore, usage_day
 from usage_limits.conf import conf
-from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
-from usage_limits.models import UsageDailyBucket, UsageRecord
+from usage_limits.exceptions import InvalidQuantity, StaleRules, StoreUnavailable, UnknownTenant
+from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord
 from usage_limits.periods import ALL_TIME
 
 # Counters are BIGINT columns; an increment that would pass this is refused, never wrapped.
@@ -63,6 +63,7 @@ class _Statements:
     guarded_add: str
     add: str
     read: str
+    read_checked: str
     insert_missing: str
     lock_and_read: str
     touch: str | None  # SQLite: take the write lock before reading (see _locked_change)
@@ -79,8 +80,14 @@ class _Statements:
 _BUCKET_WHERE = "tenant_id = %s AND feature = %s AND day = %s"
 
 
-def _statements(connection: BaseDatabaseWrapper) -> _Statements:
+def _statements(connection: BaseDatabaseWrapper, *, checked: bool) -> _Statements:
+    """The store's statements for ``connection``; ``checked``: the counting ones also compare
+    the tenant's ``rules_version`` with a parameter (two more, at the end of the UPDATE's)."""
     table = connection.ops.quote_name(UsageRecord._meta.db_table)
+    tenants = connection.ops.quote_name(Tenant._meta.db_table)
+    version_check = (
+        f" AND (SELECT rules_version FROM {tenants} WHERE id = %s) = %s" if checked else ""
+    )
     columns = (
         "tenant_id, feature, period_key, period_start, period_end, used, created_at, updated_at"
     )
@@ -91,6 +98,11 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     )
     assign = f"UPDATE {table} SET used = %s, updated_at = %s WHERE {_KEY_WHERE}"
     read = f"SELECT used FROM {table} WHERE {_KEY_WHERE}"
+    # The denial path of a checked count: the value, and the version it was checked against.
+    read_checked = (
+        f"SELECT (SELECT used FROM {table} WHERE {_KEY_WHERE}), "
+        f"(SELECT rules_version FROM {tenants} WHERE id = %s)"
+    )
     bucket = connection.ops.quote_name(UsageDailyBucket._meta.db_table)
     bucket_columns = "tenant_id, feature, day, used"
     bucket_subtract = (
@@ -105,13 +117,14 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
         return _Statements(
             guarded_add=(
                 f"UPDATE {table} SET used = LAST_INSERT_ID(used + %s), updated_at = %s "
-                f"WHERE {_KEY_WHERE} AND used <= %s"
+                f"WHERE {_KEY_WHERE} AND used <= %s{version_check}"
             ),
             add=(
                 f"UPDATE {table} SET used = LAST_INSERT_ID(used + %s), updated_at = %s "
-                f"WHERE {_KEY_WHERE} AND used <= %s"
+                f"WHERE {_KEY_WHERE} AND used <= %s{version_check}"
             ),
             read=read,
+            read_checked=read_checked,
             # Not INSERT IGNORE: that would also swallow a foreign-key error for a deleted tenant.
             insert_missing=(
                 f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s, %s) "
@@ -133,12 +146,12 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     )
     add = (
         f"UPDATE {table} SET used = used + %s, updated_at = %s "
-        f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used"
+        f"WHERE {_KEY_WHERE} AND used <= %s{version_check} RETURNING used"
     )
     if vendor == "postgresql":
         guarded_update = (
             f"UPDATE {table} SET used = used + %s, updated_at = %s "
-            f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used, tenant_id, feature"
+            f"WHERE {_KEY_WHERE} AND used <= %s{version_check} RETURNING used, tenant_id, feature"
         )
         # A data-modifying CTE runs even though the final SELECT does not read it; it inserts
         # one bucket row when ``changed`` has one (the guard passed) and nothing otherwise.
@@ -153,16 +166,17 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
         # plain UPDATE, on every allowed request; a denial now reads the value separately.
         guarded_add = (
             f"UPDATE {table} SET used = used + %s, updated_at = %s "
-            f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used"
+            f"WHERE {_KEY_WHERE} AND used <= %s{version_check} RETURNING used"
         )
         add_returning = (
             f"UPDATE {table} SET used = used + %s, updated_at = %s WHERE {_KEY_WHERE} "
-            "AND used <= %s RETURNING used, tenant_id, feature"
+            f"AND used <= %s{version_check} RETURNING used, tenant_id, feature"
         )
         return _Statements(
             guarded_add=guarded_add,
             add=add,
             read=read,
+            read_checked=read_checked,
             insert_missing=insert_missing,
             lock_and_read=f"{read} FOR UPDATE",
             touch=None,
@@ -181,10 +195,11 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     return _Statements(
         guarded_add=(
             f"UPDATE {table} SET used = used + %s, updated_at = %s "
-            f"WHERE {_KEY_WHERE} AND used <= %s RETURNING used"
+            f"WHERE {_KEY_WHERE} AND used <= %s{version_check} RETURNING used"
         ),
         add=add,
         read=read,
+        read_checked=read_checked,
         insert_missing=insert_missing,
         lock_and_read=read,
         # SQLite has no row locks: a write first takes the database's write lock, so the read
@@ -197,7 +212,7 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     )
 
 
-_cache: dict[tuple[str, str], _Statements] = {}
+_cache: dict[tuple[str, str, bool], _Statements] = {}
 
 
 class DatabaseStore(UsageStore):
@@ -207,13 +222,13 @@ class DatabaseStore(UsageStore):
     def alias(self) -> str:
         return conf.DATABASE_ALIAS
 
-    def _connection(self) -> tuple[BaseDatabaseWrapper, _Statements]:
+    def _connection(self, *, checked: bool = False) -> tuple[BaseDatabaseWrapper, _Statements]:
         alias = conf.DATABASE_ALIAS
         connection = connections[alias]
-        cache_key = (alias, connection.vendor)
+        cache_key = (alias, connection.vendor, checked)
         statements = _cache.get(cache_key)
         if statements is None:
-            statements = _cache[cache_key] = _statements(connection)
+            statements = _cache[cache_key] = _statements(connection, checked=checked)
         return connection, statements
 
     @contextmanager
@@ -245,20 +260,25 @@ class DatabaseStore(UsageStore):
 
     # --- the hot path -----------------------------------------------------------------------
 
-    def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
+    def consume(
+        self, key: CounterKey, quantity: int, limit: int | None, *, rules_version: int | None = None
+    ) -> CounterChange:
         if limit is None:
-            return self.increment(key, quantity)
+            return self.increment(key, quantity, rules_version=rules_version)
         with self._unavailable_on_connection_loss():
-            return self._consume(key, quantity, limit)
+            return self._consume(key, quantity, limit, rules_version)
 
-    def _consume(self, key: CounterKey, quantity: int, limit: int) -> CounterChange:
-        connection, sql = self._connection()
+    def _consume(
+        self, key: CounterKey, quantity: int, limit: int, rules_version: int | None
+    ) -> CounterChange:
+        connection, sql = self._connection(checked=rules_version is not None)
         now = timezone.now()
         history = _History.of(sql, now, key)
         key_params = self._key_params(connection, key)
         # "used <= limit - quantity" rather than "used + quantity <= limit": the sum could
         # overflow a BIGINT on a counter already far into overage.
         params = [quantity, _db_datetime(connection, now), *key_params, limit - quantity]
+        params += _version_params(key, rules_version)
         if history.folded and sql.guarded_add_with_history is not None:
             statement = sql.guarded_add_with_history
             params += history.folded_params(quantity)
@@ -276,12 +296,14 @@ class DatabaseStore(UsageStore):
                     # under concurrent first use.
                     with history.transaction(self.alias):
                         result = _guarded_add(
-                            connection, sql, cursor, statement, params, key_params
+                            connection, sql, cursor, statement, params, key, rules_version
                         )
                         if result is not None and result[0]:
                             history.add(connection, sql, cursor, key, quantity)
                 else:
-                    result = _guarded_add(connection, sql, cursor, statement, params, key_params)
+                    result = _guarded_add(
+                        connection, sql, cursor, statement, params, key, rules_version
+                    )
                 if result is None:
                     # First use of the period: create its row (a concurrent creator wins
                     # harmlessly) and run the guarded UPDATE again.
@@ -296,9 +318,11 @@ class DatabaseStore(UsageStore):
                 # the denial is not justified by the value read, so try again.
             return CounterChange(applied=False, before=value, after=value)
 
-    def increment(self, key: CounterKey, quantity: int) -> CounterChange:
+    def increment(
+        self, key: CounterKey, quantity: int, *, rules_version: int | None = None
+    ) -> CounterChange:
         with self._unavailable_on_connection_loss():
-            change = self._increment(key, quantity)
+            change = self._increment(key, quantity, rules_version)
         if not change.applied:
             raise InvalidQuantity(
                 f"Adding {quantity} to {key.feature} (now {change.after}) would overflow the "
@@ -306,18 +330,26 @@ class DatabaseStore(UsageStore):
             )
         return change
 
-    def _increment(self, key: CounterKey, quantity: int) -> CounterChange:
+    def _increment(
+        self, key: CounterKey, quantity: int, rules_version: int | None
+    ) -> CounterChange:
         """Add ``quantity`` unless the sum would pass the counter's maximum."""
         limit = MAX_COUNTER
-        connection, sql = self._connection()
+        connection, sql = self._connection(checked=rules_version is not None)
         now = timezone.now()
         history = _History.of(sql, now, key)
+        version = _version_params(key, rules_version)
         with connection.cursor() as cursor:
-            after = self._counted_add(connection, sql, cursor, key, quantity, limit, now, history)
+            after = self._counted_add(
+                connection, sql, cursor, key, quantity, limit, now, history, version
+            )
             if after is None:
+                if rules_version is not None:
+                    # Nothing matched: a missing row, or rules that are no longer current.
+                    _read_checked(connection, sql, cursor, key, rules_version)
                 self._insert_missing(connection, sql, cursor, key)
                 after = self._counted_add(
-                    connection, sql, cursor, key, quantity, limit, now, history
+                    connection, sql, cursor, key, quantity, limit, now, history, version
                 )
             if after is None:
                 # The row exists (it was just inserted) but the sum would not fit: SQLite would
@@ -338,9 +370,10 @@ class DatabaseStore(UsageStore):
         limit: int,
         now: datetime,
         history: _History,
+        version: list[Any],
     ) -> int | None:
         with history.transaction(self.alias):
-            after = self._add(connection, sql, cursor, key, quantity, limit, now, history)
+            after = self._add(connection, sql, cursor, key, quantity, limit, now, history, version)
             if after is not None:
                 history.add(connection, sql, cursor, key, quantity)
         return after
@@ -355,12 +388,14 @@ class DatabaseStore(UsageStore):
         limit: int,
         now: datetime,
         history: _History,
+        version: list[Any],
     ) -> int | None:
         params = [
             quantity,
             _db_datetime(connection, now),
             *self._key_params(connection, key),
             limit - quantity,
+            *version,
         ]
         if history.folded and sql.add_with_history is not None:
             cursor.execute(sql.add_with_history, [*params, *history.folded_params(quantity)])
@@ -498,10 +533,12 @@ def _guarded_add(
     cursor: Any,
     statement: str,
     params: list[Any],
-    key_params: list[Any],
+    key: CounterKey,
+    rules_version: int | None,
 ) -> tuple[bool, int] | None:
     """Run the guarded UPDATE: ``(applied, value)``, or ``None`` when the period's row does not
-    exist yet. A denial reads the value in a second statement."""
+    exist yet. A denial reads the value in a second statement (and, for a checked count, the
+    tenant's version: :class:`StaleRules` when it moved)."""
     cursor.execute(statement, params)
     if connection.vendor == "mysql":
         if cursor.rowcount == 1:
@@ -510,9 +547,33 @@ def _guarded_add(
         row = cursor.fetchone()
         if row is not None:
             return True, int(row[0])
-    cursor.execute(sql.read, key_params)
-    row = cursor.fetchone()
-    return None if row is None else (False, int(row[0]))
+    if rules_version is not None:
+        used = _read_checked(connection, sql, cursor, key, rules_version)
+    else:
+        cursor.execute(sql.read, DatabaseStore._key_params(connection, key))
+        row = cursor.fetchone()
+        used = None if row is None else row[0]
+    return None if used is None else (False, int(used))
+
+
+def _version_params(key: CounterKey, rules_version: int | None) -> list[Any]:
+    return [] if rules_version is None else [key.tenant_id, rules_version]
+
+
+def _read_checked(
+    connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, key: CounterKey, version: int
+) -> int | None:
+    """The counter's value (``None``: no row yet), after checking that ``version`` is still the
+    tenant's rules version: :class:`StaleRules` (or :class:`UnknownTenant`) otherwise."""
+    cursor.execute(sql.read_checked, [*DatabaseStore._key_params(connection, key), key.tenant_id])
+    used, current = cursor.fetchone()
+    if current is None:
+        raise UnknownTenant(f"No tenant with id {key.tenant_id!r}.")
+    if int(current) != version:
+        raise StaleRules(
+            f"The rules of tenant {key.tenant_id} changed (version {current}, not {version})."
+        )
+    return None if used is None else int(used)
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,19 @@ from usage_limits.backends.redis_client import (
     run_batch,
 )
 from usage_limits.backends.redis_keys import DayField, DirtyField, RedisKeys
-from usage_limits.backends.redis_scripts import ASSIGN, CHANGE, DENIED, MISSING, READ_DAYS
+from usage_limits.backends.redis_scripts import (
+    ASSIGN,
+    CHANGE,
+    DENIED,
+    MISSING,
+    READ_DAYS,
+    RULES_CHANGED,
+    SET_RULES_VERSION,
+    STALE,
+)
 from usage_limits.conf import conf
-from usage_limits.exceptions import InvalidQuantity, StoreUnavailable
-from usage_limits.models import UsageDailyBucket, UsageRecord
+from usage_limits.exceptions import InvalidQuantity, StaleRules, StoreUnavailable, UnknownTenant
+from usage_limits.models import Tenant, UsageDailyBucket, UsageRecord
 from usage_limits.periods import ALL_TIME, Period
 
 logger = logging.getLogger("usage_limits")
@@ -92,6 +101,9 @@ class _Today:
 # Redis's reply when INCRBY/DECRBY would leave the 64-bit range (nothing was changed).
 _OVERFLOW_REPLY = "increment or decrement would overflow"
 
+# A count refused as STALE copies the database's version and runs again at most this often.
+_RULES_ATTEMPTS = 3
+
 # Even a counter whose period ended long ago lives this long once seeded, so a late write is
 # still flushed rather than created already expired.
 _MIN_TTL_SECONDS = 3600
@@ -126,6 +138,8 @@ class RedisStore(UsageStore):
                         "change": client.register_script(CHANGE),
                         "assign": client.register_script(ASSIGN),
                         "read_days": client.register_script(READ_DAYS),
+                        "set_rules_version": client.register_script(SET_RULES_VERSION),
+                        "rules_changed": client.register_script(RULES_CHANGED),
                     }
                     self._client = client
         return self._client
@@ -203,18 +217,60 @@ class RedisStore(UsageStore):
 
     # --- counting: one script call --------------------------------------------------------------
 
-    def consume(self, key: CounterKey, quantity: int, limit: int | None) -> CounterChange:
+    def consume(
+        self, key: CounterKey, quantity: int, limit: int | None, *, rules_version: int | None = None
+    ) -> CounterChange:
         return self._with_redis(
-            lambda: self._change(key, "c", quantity, limit),
-            lambda: self._counted_in_database(key, self.fallback.consume(key, quantity, limit)),
+            lambda: self._change(key, "c", quantity, limit, rules_version),
+            lambda: self._counted_in_database(
+                key, self.fallback.consume(key, quantity, limit, rules_version=rules_version)
+            ),
             "consume",
         )
 
-    def increment(self, key: CounterKey, quantity: int) -> CounterChange:
+    def increment(
+        self, key: CounterKey, quantity: int, *, rules_version: int | None = None
+    ) -> CounterChange:
         return self._with_redis(
-            lambda: self._change(key, "c", quantity, None),
-            lambda: self._counted_in_database(key, self.fallback.increment(key, quantity)),
+            lambda: self._change(key, "c", quantity, None, rules_version),
+            lambda: self._counted_in_database(
+                key, self.fallback.increment(key, quantity, rules_version=rules_version)
+            ),
             "increment",
+        )
+
+    def rules_changed(self, tenant_ids: list[int]) -> None:
+        """Drop the copied rules versions (after their change committed), in one round trip."""
+        script = self._script("rules_changed")
+        ttl = conf.CACHE_TIMEOUT
+        calls = [
+            _run_script(script, [self.keys.rules(tenant_id)], [ttl]) for tenant_id in tenant_ids
+        ]
+        try:
+            run_batch(self.client, calls)
+        except (redis_errors.RedisError, TimeoutError):
+            # Redis cannot hear of it now: the copies it keeps expire within CACHE_TIMEOUT
+            # seconds, and a count whose script still accepts one until then is the bound.
+            logger.exception(
+                "usage_limits: Redis did not hear of a rules change of %d tenant(s); its copies "
+                "of their rules versions expire within %s s",
+                len(tenant_ids),
+                ttl,
+            )
+
+    def _rules_version_copied(self, tenant_id: int, expected: int, epoch: str) -> None:
+        """After a STALE reply: the database decides. Rules read before a change that committed
+        are refused (:class:`StaleRules`); otherwise the database's version is copied to Redis
+        (unless a change moved the epoch meanwhile) and the count runs again."""
+        current = list(Tenant.objects.filter(pk=tenant_id).values_list("rules_version", flat=True))
+        if not current:
+            raise UnknownTenant(f"No tenant with id {tenant_id!r}.")
+        if current[0] != expected:
+            raise StaleRules(
+                f"The rules of tenant {tenant_id} changed (version {current[0]}, not {expected})."
+            )
+        self._script("set_rules_version")(
+            keys=[self.keys.rules(tenant_id)], args=[epoch, expected, conf.CACHE_TIMEOUT]
         )
 
     def refund(self, key: CounterKey, quantity: int) -> CounterChange:
@@ -255,7 +311,14 @@ class RedisStore(UsageStore):
             self._names_cache[key] = names
         return names
 
-    def _change(self, key: CounterKey, op: str, quantity: int, limit: int | None) -> CounterChange:
+    def _change(
+        self,
+        key: CounterKey,
+        op: str,
+        quantity: int,
+        limit: int | None,
+        rules_version: int | None = None,
+    ) -> CounterChange:
         names = self._names(key)
         args: list[Any] = [
             op,
@@ -265,15 +328,26 @@ class RedisStore(UsageStore):
             "",
             expire_at(key.period) if names.expire_at is None else names.expire_at,
         ]
+        rules = self.keys.rules(key.tenant_id)
         if names.history and conf.HISTORY:
             today = self.today()
             names = self._with_bucket(key, names, today.day)
-            keys = [names.counter, names.dirty, names.bucket]
+            keys = [names.counter, names.dirty, rules, names.bucket]
             ttl = max(int(today.expire_at - time.time()), _MIN_TTL_SECONDS)
             args += [names.bucket_field, ttl]
         else:
-            keys = [names.counter, names.dirty]
+            keys = [names.counter, names.dirty, rules]
+            args += ["", ""]
+        args.append("" if rules_version is None else rules_version)
         reply = self._script("change")(keys=keys, args=args)
+        for _attempt in range(_RULES_ATTEMPTS):
+            if reply[0] != STALE:
+                break
+            assert rules_version is not None  # only a checked change is refused as stale
+            self._rules_version_copied(key.tenant_id, rules_version, str(reply[1]))
+            reply = self._script("change")(keys=keys, args=args)
+        else:
+            raise StaleRules(f"The rules of tenant {key.tenant_id} keep changing.")
         if reply[0] == MISSING:
             reply = self._seed_and_change(key, keys, args)
         status, before, after = int(reply[0]), int(reply[1]), int(reply[2])
@@ -488,6 +562,10 @@ def bucket_value(row: tuple[int, int, str] | None, n: int, token: str) -> int:
     if token == known:
         return max(used - synced + n, 0)
     return used + n
+
+
+def _run_script(script: Any, keys: list[str], args: list[Any]) -> Callable[[Any], Any]:
+    return lambda client: script(keys=keys, args=args, client=client)
 
 
 def _mget(names: list[str]) -> Callable[[Any], Any]:

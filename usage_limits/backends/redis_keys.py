@@ -61,6 +61,11 @@ class RedisKeys:
     def dirty(self, tenant_id: int) -> str:
         return f"{self.prefix}:{{{tenant_id}}}:dirty"
 
+    def rules(self, tenant_id: int) -> str:
+        """A hash: ``v`` the tenant's rules version as the database has it, ``e`` an epoch that
+        every change moves (see ``SET_RULES_VERSION``)."""
+        return f"{self.prefix}:{{{tenant_id}}}:rules"
+
     def applied(self, tenant_id: int) -> str:
         return f"{self.prefix}:{{{tenant_id}}}:applied"
 

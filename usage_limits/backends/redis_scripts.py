@@ -10,17 +10,22 @@ from __future__ import annotations
 APPLIED = 1
 DENIED = 0
 MISSING = -1
+STALE = -2
 
 # Count (op "c": add if within the limit, limit -1 = unlimited) or refund (op "r": subtract, never
 # below zero) in one step, mark the counter dirty for the flush, and keep today's history bucket.
 #
-# KEYS[1] counter, KEYS[2] the tenant's dirty hash, KEYS[3] today's history bucket (optional:
-#         absent when history is off, and for allocations)
+# KEYS[1] counter, KEYS[2] the tenant's dirty hash, KEYS[3] the tenant's rules hash (see
+#         RedisKeys.rules), KEYS[4] today's history bucket (optional: absent when history is off,
+#         and for allocations)
 # ARGV[1] op, ARGV[2] quantity, ARGV[3] limit, ARGV[4] dirty field,
 # ARGV[5] seed ("" = none: reply MISSING if the counter does not exist),
 # ARGV[6] expiry as a Unix time ("0" = never),
 # ARGV[7] the bucket's dirty field, ARGV[8] the bucket's time to live in seconds (relative: the
-#         app's clock decides when the day ends, whatever the server's clock says)
+#         app's clock decides when the day ends, whatever the server's clock says); "" without
+#         a bucket
+# ARGV[9] the rules version the limit was read with ("" = not checked): unless the rules hash
+#         holds that version, nothing changes and the reply is {STALE, epoch}
 # Reply: {status, before, after, seeded}; values as strings (Lua numbers are doubles, inexact
 # above 2**53)
 #
@@ -30,6 +35,12 @@ MISSING = -1
 CHANGE = """
 local counter, dirty = KEYS[1], KEYS[2]
 local op, quantity, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if ARGV[9] ~= '' then
+  local rules = redis.call('HMGET', KEYS[3], 'v', 'e')
+  if rules[1] ~= ARGV[9] then
+    return {-2, rules[2] or '0', '0', 0}
+  end
+end
 local seeded = 0
 local value = redis.call('GET', counter)
 if not value then
@@ -62,7 +73,7 @@ end
 local after = redis.call('GET', counter)
 if after ~= value then
   local generation = redis.call('HINCRBY', dirty, '#', 1)
-  local bucket = KEYS[3]
+  local bucket = KEYS[4]
   if bucket and op == 'r' then
     local n = redis.call('HGET', bucket, 'n')
     if n then
@@ -89,6 +100,31 @@ if after ~= value then
   end
 end
 return {1, value, after, seeded}
+"""
+
+# Copy the tenant's rules version from the database, unless a change moved the epoch since the
+# caller read it (it may have read the database before that change committed).
+#
+# KEYS[1] the tenant's rules hash; ARGV[1] the epoch read with the STALE reply, ARGV[2] the
+# version, ARGV[3] seconds the copy is kept
+# Reply: 1 when copied
+SET_RULES_VERSION = """
+if (redis.call('HGET', KEYS[1], 'e') or '0') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# A change of the tenant's rules committed: drop the copied version and move the epoch.
+#
+# KEYS[1] the tenant's rules hash; ARGV[1] seconds the epoch is kept
+RULES_CHANGED = """
+redis.call('HDEL', KEYS[1], 'v')
+redis.call('HINCRBY', KEYS[1], 'e', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
 """
 
 # Set a counter to a value (set_usage, resets), marking it dirty.
