@@ -14,8 +14,7 @@ from pytest_django import DjangoAssertNumQueries
 
 from usage_limits.exceptions import TenantAccessDenied
 from usage_limits.models import Tenant, TenantMembership
-from usage_limits.tenancy import forget_memberships
-from usage_limits.tenancy import resolve_tenant_from_membership
+from usage_limits.tenancy import forget_memberships, resolve_tenant_from_membership
 from usage_limits.testing.factories import (
     MembershipFactory,
     TenantFactory,
