@@ -28,7 +28,13 @@ from usage_limits.periods import ALL_TIME, period_containing  # noqa: E402
 from usage_limits.testing.factories import TenantFactory, plan_with_limits  # noqa: E402
 
 from .concurrency import run_in_threads  # noqa: E402
-from .redis_service import redis_prefix, shared_redis  # noqa: E402, F401  (fixture)
+from .redis_service import (  # noqa: E402
+    PrivateRedis,
+    private_redis,  # noqa: F401  (fixture)
+    redis_prefix,  # noqa: F401  (fixture)
+    redis_settings,
+    shared_redis,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_prefix")]
 
@@ -421,11 +427,19 @@ def test_concurrent_flushes_copy_every_bucket_exactly_once() -> None:
 # --- an empty script cache, a dropped connection -------------------------------------------------
 
 
-def test_a_flushed_script_cache_is_filled_again(tenant: Tenant, client: redis.Redis) -> None:
-    """A restarted Redis has no scripts: the first call loads the script and counts once."""
+def test_a_flushed_script_cache_is_filled_again(
+    tenant: Tenant,
+    private_redis: PrivateRedis,  # noqa: F811
+    settings: Any,
+) -> None:
+    """A restarted Redis has no scripts: the first call loads the script and counts once.
+
+    On a server of its own: flushing the shared server's scripts would fail other test runs'
+    script calls at that moment."""
+    settings.USAGE_LIMITS = redis_settings(private_redis.url, "uq")
     key = CounterKey(tenant.pk, "api_calls", MARCH)
     store().increment(key, 1)
-    client.script_flush()
+    private_redis.client().script_flush()
     assert store().increment(key, 1).after == 2
     assert store().get(key) == 2
 
