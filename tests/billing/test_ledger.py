@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.db import transaction
 from pytest_django import DjangoAssertNumQueries
 
 from usage_limits import consume, get_usage, increment_usage
-from usage_limits.billing.ledger import event_identifier
+from usage_limits.billing.ledger import event_identifier, hourly_identifier, keyless_identifier
 from usage_limits.billing.testing import FakeStripe
 from usage_limits.models import Tenant, UsageEvent
 
@@ -108,9 +110,19 @@ def test_a_metered_feature_adds_only_the_ledger_insert(
 
 
 def test_identifiers_are_scoped_to_the_tenant_and_fit_stripe() -> None:
-    assert event_identifier(7, "req-1") == "7-req-1"
+    assert event_identifier(7, "req-1") == "7-k-req-1"
     assert event_identifier(7, "req-1") != event_identifier(8, "req-1")
     long = event_identifier(7, "k" * 100)
     assert len(long) <= 100
     assert long == event_identifier(7, "k" * 100)  # stable: a re-send carries the same one
     assert long != event_identifier(7, "k" * 99 + "j")
+
+
+def test_no_client_key_can_give_the_identifier_of_another_kind_of_event() -> None:
+    hour = dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC)
+    generated = {keyless_identifier(7, 5), hourly_identifier(7, "api_calls", hour, 5)}
+    for key in ["event-5", "e-5", "5", "h-api_calls-2026112009-5", "-e-5"]:
+        assert event_identifier(7, key) not in generated
+    # Nor can a long key's digest stand for a short key, or the other way round.
+    assert event_identifier(7, "x" * 100).startswith("7-K-")
+    assert event_identifier(7, "K-" + "0" * 64).startswith("7-k-")

@@ -267,7 +267,7 @@ def test_meter_events_carry_the_stripe_fields(billing: FakeStripe, customer: Ten
     assert request.event_name == "api_requests"
     assert request.customer_id == "cus_A"
     assert request.value == "4"
-    assert request.identifier == f"{customer.pk}-req-42"
+    assert request.identifier == f"{customer.pk}-k-req-42"
     assert request.timestamp == int(moment.timestamp())
 
 
@@ -286,3 +286,19 @@ def test_a_run_ends_even_while_usage_keeps_arriving(
     assert report_pending().sent == 1
     assert report_pending().sent == 1
     assert UsageEvent.objects.filter(report_state=State.PENDING).count() == 1
+
+
+def test_a_client_key_never_takes_the_identifier_of_a_keyless_event(
+    billing: FakeStripe, customer: Tenant
+) -> None:
+    """Seen before: a keyless event went as ``<tenant>-event-<pk>``, a client's key ``event-<pk>``
+    as the same identifier, and Stripe dropped the second: its 7 units were never billed."""
+    from usage_limits import record_events
+    from usage_limits.events import UsageEventInput
+
+    record_events(customer, [UsageEventInput("api_calls", 3)])
+    row = UsageEvent.objects.get(tenant=customer, idempotency_key=None)
+    consume(customer, "api_calls", 7, idempotency_key=f"event-{row.pk}")
+    report_until_done()
+    # What Stripe kept (it keeps the first event of an identifier and drops the others).
+    assert sorted(int(r.value) for r in billing.stored.values()) == [3, 7]

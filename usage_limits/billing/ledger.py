@@ -34,18 +34,25 @@ def due(now: datetime) -> Q:
     )
 
 
+# The part after the tenant says what names the event, so that no two kinds can meet: "k" an
+# idempotency key (the client's, or one generated for it), "e" the row of an event recorded
+# without a key, "h" an hour's aggregate; upper case for the SHA-256 of one too long for Stripe.
+# A client key "e-5" gives "<tenant>-k-e-5", never the keyless event 5's "<tenant>-e-5".
+
+
 def event_identifier(tenant_id: int, idempotency_key: str) -> str:
-    """The meter event identifier of one usage event.
+    """The meter event identifier of one usage event recorded under an idempotency key.
 
     Our keys are unique per tenant but Stripe deduplicates across the whole account, so the tenant
     is part of the identifier; a key too long to fit is replaced by its SHA-256, which is stable,
     so a re-send after a crash still carries the same identifier.
     """
-    identifier = f"{billing_conf.IDENTIFIER_PREFIX}{tenant_id}-{idempotency_key}"
-    if len(identifier) <= MAX_IDENTIFIER_LENGTH:
-        return identifier
-    digest = hashlib.sha256(identifier.encode()).hexdigest()
-    return f"{billing_conf.IDENTIFIER_PREFIX}{tenant_id}-sha256-{digest}"[:MAX_IDENTIFIER_LENGTH]
+    return _fitted(tenant_id, "k", idempotency_key)
+
+
+def keyless_identifier(tenant_id: int, event_id: int) -> str:
+    """The meter event identifier of a usage event recorded without an idempotency key."""
+    return _fitted(tenant_id, "e", str(event_id))
 
 
 def hour_of(timestamp: datetime) -> datetime:
@@ -58,13 +65,17 @@ def hourly_identifier(tenant_id: int, feature: str, hour: datetime, first_event_
     Later events of the same hour form another group: the first event's id keeps every group's
     identifier distinct (each event belongs to exactly one group).
     """
-    identifier = (
-        f"{billing_conf.IDENTIFIER_PREFIX}{tenant_id}-{feature}-{hour:%Y%m%d%H}-{first_event_id}"
-    )
+    return _fitted(tenant_id, "h", f"{feature}-{hour:%Y%m%d%H}-{first_event_id}")
+
+
+def _fitted(tenant_id: int, kind: str, name: str) -> str:
+    identifier = f"{billing_conf.IDENTIFIER_PREFIX}{tenant_id}-{kind}-{name}"
     if len(identifier) <= MAX_IDENTIFIER_LENGTH:
         return identifier
-    digest = hashlib.sha256(identifier.encode()).hexdigest()[:32]
-    return f"{billing_conf.IDENTIFIER_PREFIX}{tenant_id}-h-{digest}"[:MAX_IDENTIFIER_LENGTH]
+    digest = hashlib.sha256(identifier.encode()).hexdigest()
+    return f"{billing_conf.IDENTIFIER_PREFIX}{tenant_id}-{kind.upper()}-{digest}"[
+        :MAX_IDENTIFIER_LENGTH
+    ]
 
 
 def too_old_for_stripe(timestamp: datetime, now: datetime) -> bool:

@@ -296,8 +296,10 @@ class _Reporter:
                 groups[identifier] = members
         else:
             for event in fresh:
-                event.report_identifier = ledger.event_identifier(
-                    event.tenant_id, event.idempotency_key or f"event-{event.pk}"
+                event.report_identifier = (
+                    ledger.event_identifier(event.tenant_id, event.idempotency_key)
+                    if event.idempotency_key is not None
+                    else ledger.keyless_identifier(event.tenant_id, event.pk)
                 )
                 groups[event.report_identifier].append(event)
         if fresh:
