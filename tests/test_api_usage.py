@@ -101,6 +101,8 @@ def test_asking_for_another_tenant_tells_nothing_about_it(tenant: Tenant) -> Non
         by_id = client.get(path, HTTP_X_TENANT=str(other.pk))
         missing = client.get(path, HTTP_X_TENANT="no-such-tenant")
         assert foreign.status_code == by_id.status_code == missing.status_code == 403
+        for digits in ("\u00b2", "\u2460", "\u0663"):  # superscript two, circled one, Arabic three
+            assert client.get(path, HTTP_X_TENANT=digits).content == missing.content
         assert foreign.content == by_id.content == missing.content
         assert b"Rival" not in foreign.content
         assert b"99" not in foreign.content
@@ -199,6 +201,10 @@ def test_history_never_shows_another_tenants_rows(tenant: Tenant) -> None:
         ({"offset": "-1"}, "offset"),
         ({"offset": "9" * 25}, "offset"),
         ({"limit": "9" * 25}, "limit"),
+        # Digits to str.isdigit() that int() refuses or misreads: 400, never 500.
+        ({"limit": "\u00b2"}, "limit"),
+        ({"offset": "\u2460"}, "offset"),
+        ({"offset": "\u0663"}, "offset"),
         ({"granularity": "hour"}, "granularity"),
     ],
 )

@@ -480,3 +480,13 @@ def test_decorator_arguments_are_checked_when_decorating() -> None:
         require_quota("api_calls", quantity=0)
     with pytest.raises(ValueError, match="feature"):
         require_feature("")
+
+
+@pytest.mark.parametrize("digits", ["\u00b2", "\u2460", "\u0663"])
+def test_a_tenant_header_of_unicode_digits_is_refused_not_a_500(
+    client: Client, member: AbstractBaseUser, digits: str
+) -> None:
+    client.force_login(member)
+    response = client.get("/fn/quota/", HTTP_X_TENANT=digits)
+    assert response.status_code == 403
+    assert response.json()["code"] == "tenant_access_denied"

@@ -50,6 +50,7 @@ from usage_limits.models import (
     UsageReset,
     describe_limit,
 )
+from usage_limits.numbers import primary_key
 from usage_limits.reporting import (
     LevelFilter,
     at_level,
@@ -349,10 +350,10 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         form = ResetUsageForm(request.POST if "confirm" in request.POST else None)
         if form.is_bound and form.is_valid():
             self._reset(request, queryset, form.cleaned_data["feature"] or None, form)
-            back_to = request.POST.get("back_to_tenant", "")
-            if back_to.isdigit() and queryset.filter(pk=int(back_to)).exists():
+            back_to = primary_key(request.POST.get("back_to_tenant", ""))
+            if back_to is not None and queryset.filter(pk=back_to).exists():
                 return HttpResponseRedirect(
-                    reverse("admin:usage_limits_tenant_change", args=[int(back_to)])
+                    reverse("admin:usage_limits_tenant_change", args=[back_to])
                 )
             return None
         return self._reset_confirmation(request, queryset, form)

@@ -38,15 +38,12 @@ from usage_limits.caching import cache, cache_key
 from usage_limits.conf import conf
 from usage_limits.exceptions import TenantAccessDenied
 from usage_limits.models import Tenant
+from usage_limits.numbers import primary_key
 
 TenantResolver = Callable[[HttpRequest], Tenant | None]
 
 # Historical name of the default header; the setting decides.
 TENANT_HEADER = "X-Tenant"
-
-# Primary keys are 64-bit: a longer run of digits cannot name a tenant (and would overflow the
-# database's integer type instead of simply matching nothing).
-_MAX_ID_DIGITS = 18
 
 _RESOLVED = "_usage_limits_tenant"
 
@@ -129,8 +126,9 @@ def _member_tenant(user_id: Any, asked: str) -> Tenant | None:
     # without loading the plan the engine reads from cache.
     tenants = Tenant.objects.filter(memberships__user_id=user_id)
     if asked:
-        if asked.isdigit() and len(asked) <= _MAX_ID_DIGITS:
-            return tenants.filter(pk=int(asked)).first()
+        pk = primary_key(asked)
+        if pk is not None:
+            return tenants.filter(pk=pk).first()
         return tenants.filter(slug=asked).first()
     return tenants.order_by(
         "-memberships__is_default", "memberships__created_at", "memberships__pk"

@@ -201,6 +201,19 @@ def test_a_new_customer_is_linked_through_subscription_metadata(
     assert (tenant.stripe_customer_id, tenant.plan) == ("cus_new", pro)
 
 
+@pytest.mark.parametrize("reference", ["\u00b2", "\u0663", "9" * 40])
+def test_metadata_that_names_no_tenant_links_nothing(
+    billing: FakeStripe, free_plan: Plan, reference: str
+) -> None:
+    """Digits to ``str.isdigit()`` that ``int()`` refuses once gave 500, which Stripe retries."""
+    tenant = TenantFactory(plan=free_plan, stripe_customer_id="")
+    data = subscription(customer="cus_new", metadata={"tenant_id": reference})
+    response = post(stripe_event("customer.subscription.created", data))
+    assert (response.status_code, response.json()["outcome"]) == (200, "unknown_customer")
+    tenant.refresh_from_db()
+    assert tenant.stripe_customer_id == ""
+
+
 def test_events_for_unknown_customers_and_types_are_acknowledged(billing: FakeStripe) -> None:
     unknown = post(stripe_event("customer.subscription.updated", subscription(customer="cus_Z")))
     other = post(stripe_event("charge.succeeded", {"customer": "cus_Z"}))

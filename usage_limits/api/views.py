@@ -51,6 +51,7 @@ from usage_limits.models import (
     TenantLimitOverride,
     UsageReset,
 )
+from usage_limits.numbers import primary_key, whole_number
 from usage_limits.responses import denial_payload, ratelimit_headers, status_code
 from usage_limits.results import Decision
 from usage_limits.rules import known_features, tenant_rules
@@ -156,7 +157,7 @@ class UsageHistoryView(UsageAPIView):
             errors["feature"] = [f"Unknown feature {feature!r}."]
         for name in ("limit", "offset"):
             raw = request.query_params.get(name)
-            if raw is not None and not (raw.isdigit() and int(raw) <= MAX_OFFSET):
+            if raw is not None and whole_number(raw, MAX_OFFSET) is None:
                 # Bounded: an OFFSET past 64 bits is a database error, not an empty page.
                 errors[name] = [f"A whole number from 0 to {MAX_OFFSET} is required."]
         if errors:
@@ -329,7 +330,8 @@ def _staff_user(request: Request) -> Any:
 
 def _find_tenant(reference: str) -> Tenant:
     reference = reference.strip()
-    lookup = {"pk": int(reference)} if reference.isdigit() else {"slug": reference}
+    pk = primary_key(reference)
+    lookup: dict[str, object] = {"pk": pk} if pk is not None else {"slug": reference}
     try:
         return Tenant.objects.get(**lookup)
     except (Tenant.DoesNotExist, OverflowError, ValueError):

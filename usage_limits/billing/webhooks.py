@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST
 
 from usage_limits.billing.conf import billing_conf
 from usage_limits.models import Plan, StripeWebhookEvent, SubscriptionStatus, Tenant
+from usage_limits.numbers import primary_key
 
 logger = logging.getLogger("usage_limits.billing")
 
@@ -161,9 +162,10 @@ def _tenant_for(customer_id: str, data_object: Mapping[str, Any]) -> Tenant | No
     key = billing_conf.TENANT_METADATA_KEY
     metadata = data_object.get("metadata") or {}
     tenant_ref = metadata.get(key) if key and isinstance(metadata, Mapping) else None
-    if not tenant_ref or not customer_id or not str(tenant_ref).isdigit():
+    tenant_pk = primary_key(tenant_ref)
+    if tenant_pk is None or not customer_id:
         return None
-    tenant = tenants.filter(pk=int(tenant_ref), stripe_customer_id="").first()
+    tenant = tenants.filter(pk=tenant_pk, stripe_customer_id="").first()
     if tenant is not None:
         tenant.stripe_customer_id = customer_id
         tenant.save(update_fields=["stripe_customer_id", "updated_at"])

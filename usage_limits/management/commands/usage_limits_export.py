@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q, QuerySet
 
 from usage_limits.models import UNLIMITED, UsageRecord
+from usage_limits.numbers import primary_key
 from usage_limits.reporting import current_counters, with_effective_limits
 
 HEADER = (
@@ -107,8 +108,9 @@ class Command(BaseCommand):
         tenant = options["tenant"]
         if tenant:
             match = Q(tenant__slug=tenant)
-            if tenant.isdigit():
-                match |= Q(tenant_id=int(tenant))
+            pk = primary_key(tenant)
+            if pk is not None:
+                match |= Q(tenant_id=pk)
             records = records.filter(match)
             if not records.exists():
                 raise CommandError(f"No usage for the tenant {tenant!r}.")

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from usage_limits.engine import get_usage, reset_usage
 from usage_limits.exceptions import FeatureNotInPlan, UsageLimitsError, WrongFeatureKind
 from usage_limits.models import FeatureKind, Tenant, UsageReset
+from usage_limits.numbers import primary_key
 from usage_limits.rules import known_features
 
 
@@ -126,8 +127,9 @@ class Command(BaseCommand):
         tenants = []
         for ref in refs:
             tenant = Tenant.objects.filter(slug=ref).first()
-            if tenant is None and ref.isdigit():
-                tenant = Tenant.objects.filter(pk=int(ref)).first()
+            pk = primary_key(ref)
+            if tenant is None and pk is not None:
+                tenant = Tenant.objects.filter(pk=pk).first()
             if tenant is None:
                 raise CommandError(f"No tenant with the slug or id {ref!r}.")
             tenants.append(tenant)
