@@ -518,6 +518,7 @@ class StripeWebhookEvent(models.Model):
         IGNORED = "ignored", _("Ignored (event type not handled)")
         UNKNOWN_CUSTOMER = "unknown_customer", _("No tenant for the customer")
         STALE = "stale", _("Older than a change already applied")
+        INVALID = "invalid", _("Signed, but not a Stripe event (refused with 400)")
 
     id = models.BigAutoField(primary_key=True)
     event_id = models.CharField(_("Stripe event id"), max_length=255, unique=True)

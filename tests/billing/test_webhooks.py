@@ -26,7 +26,7 @@ T0 = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
 
 
 def post(
-    event: dict[str, Any],
+    event: Any,
     *,
     secret: str = WEBHOOK_SECRET,
     timestamp: int | None = None,
@@ -257,3 +257,36 @@ def test_a_failing_handler_records_nothing_so_stripe_retries(
     assert post(event).json()["outcome"] == "applied"  # Stripe's retry goes through
     customer.refresh_from_db()
     assert customer.subscription_status == SubscriptionStatus.PAST_DUE
+
+
+def post_raw(body: str) -> Any:
+    header = sign_webhook(body, WEBHOOK_SECRET)
+    return Client().post(URL, body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header)
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ([1, 2], "not an object"),
+        ({"type": "customer.subscription.updated", "created": 1, "data": {}}, "no id"),
+        ({"id": "evt_1", "created": "yesterday", "type": "x"}, "created time"),
+        ({"id": "evt_2", "created": 10**20, "type": "x"}, "out of range"),
+        ({"id": "evt_3", "created": 1, "type": "x", "data": {"object": [1]}}, "data.object"),
+    ],
+)
+def test_a_signed_payload_that_is_no_stripe_event_is_400_and_recorded(
+    billing: FakeStripe, payload: Any, problem: str
+) -> None:
+    """Seen before: 500, which Stripe retries for days."""
+    first = post(payload)
+    again = post(payload)
+    assert (first.status_code, again.status_code) == (400, 400)
+    assert problem in first.json()["error"]
+    (record,) = StripeWebhookEvent.objects.all()  # once, however often it comes
+    assert record.outcome == StripeWebhookEvent.Outcome.INVALID
+    assert problem in record.detail
+
+
+def test_a_payload_nested_past_any_parser_is_400(billing: FakeStripe) -> None:
+    response = post_raw("[" * 100_000 + "]" * 100_000)
+    assert response.status_code == 400

@@ -12,6 +12,7 @@ status change already applied for the same customer is recorded as stale and cha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -75,21 +77,70 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         )
         return JsonResponse({"error": "Webhook signing secret not configured."}, status=503)
     signature = request.headers.get("Stripe-Signature", "")
+    payload = request.body.decode("utf-8", errors="replace")
     try:
-        stripe.Webhook.construct_event(
-            request.body, signature, secret, tolerance=billing_conf.WEBHOOK_TOLERANCE
+        # The signature alone: the SDK's event builder assumes an object and fails on others.
+        stripe.WebhookSignature.verify_header(
+            payload, signature, secret, tolerance=billing_conf.WEBHOOK_TOLERANCE
         )
-    except ValueError:
-        return JsonResponse({"error": "Invalid payload."}, status=400)
     except stripe.SignatureVerificationError:
         return JsonResponse({"error": "Invalid or expired signature."}, status=400)
-    event = json.loads(request.body)
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return JsonResponse({"error": "Invalid payload."}, status=400)
+    problem = malformed(event)
+    if problem:
+        _record_invalid(request.body, problem)
+        return JsonResponse({"error": f"Not a Stripe event: {problem}."}, status=400)
     try:
         outcome = process_event(event)
     except Exception:
         logger.exception("usage_limits: Stripe event %s could not be handled", event.get("id"))
         return JsonResponse({"error": "The event could not be handled."}, status=500)
     return JsonResponse({"received": True, "outcome": outcome})
+
+
+def malformed(event: object) -> str:
+    """What keeps a signed payload from being a Stripe event ("" when nothing does).
+
+    Checked before anything is written: a payload that fails here would fail the same way on each
+    of Stripe's retries, so it is refused (400) and recorded rather than answered 500 for days.
+    """
+    if not isinstance(event, Mapping):
+        return "the payload is not an object"
+    if not isinstance(event.get("id"), str) or not event["id"]:
+        return "it has no id"
+    created = event.get("created", 0)
+    if isinstance(created, bool) or not isinstance(created, int):
+        return "its created time is not a whole number of seconds"
+    if not 0 <= created <= _LATEST_CREATED:
+        return "its created time is out of range"
+    if not isinstance(event.get("type", ""), str):
+        return "its type is not a string"
+    data = event.get("data", {})
+    if not isinstance(data, Mapping) or not isinstance(data.get("object", {}) or {}, Mapping):
+        return "its data.object is not an object"
+    return ""
+
+
+# 9999-12-31: later times do not fit a datetime.
+_LATEST_CREATED = 253_402_300_799
+
+
+def _record_invalid(body: bytes, problem: str) -> None:
+    """Keep a refused payload's trace (once per payload), for the admin's webhook list."""
+    digest = hashlib.sha256(body).hexdigest()
+    logger.error("usage_limits: a signed Stripe webhook payload was refused: %s", problem)
+    StripeWebhookEvent.objects.get_or_create(
+        event_id=f"invalid:{digest}",
+        defaults={
+            "type": "",
+            "created": timezone.now(),
+            "outcome": Outcome.INVALID,
+            "detail": f"Refused with 400: {problem}. {body[:500].decode(errors='replace')}",
+        },
+    )
 
 
 def process_event(event: Mapping[str, Any]) -> str:
