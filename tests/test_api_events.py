@@ -396,3 +396,28 @@ def test_concurrent_enforced_events_admit_exactly_the_limit() -> None:
     assert sum(single + counted for single, counted in results) == 25
     assert used(tenant) == 25
     assert UsageEvent.objects.filter(tenant=tenant, accepted=True).count() == 25
+
+
+@pytest.mark.django_db
+def test_a_body_nested_past_the_json_parser_is_a_400_in_the_api_shape(tenant: Tenant) -> None:
+    """Seen before: 100,000 nested brackets (200 KB) raised RecursionError, a 500."""
+    client = member_client(tenant)
+    body = "[" * 100_000 + "]" * 100_000
+    response = client.generic("POST", EVENTS, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+    assert used(tenant) == 0
+
+
+@pytest.mark.django_db
+def test_a_body_over_the_sites_upload_limit_is_a_413_in_the_api_shape(
+    tenant: Tenant, settings: Any
+) -> None:
+    """Seen before: Django's HTML 400 page from the JSON API."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    client = member_client(tenant)
+    response = post(client, event("big", metadata={"pad": "x" * 2000}))
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "payload_too_large"
+    assert used(tenant) == 0

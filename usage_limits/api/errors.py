@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -21,12 +22,24 @@ from usage_limits.enforcement import STORE_ERRORS, log_refused_unavailable
 INVALID_MESSAGE = "The request is not valid; see errors."
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = (
+        "The request body is larger than the site accepts (DATA_UPLOAD_MAX_MEMORY_SIZE)."
+    )
+    default_code = "payload_too_large"
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler (status, headers such as ``WWW-Authenticate``), with the app's body.
 
     A store that cannot answer (Redis down with ``REDIS_FAIL_MODE = "closed"``, a database
     connection that dropped) is a 503 with the body every edge sends, never a 500 page.
     """
+    if isinstance(exc, RequestDataTooBig):
+        # Django's check of DATA_UPLOAD_MAX_MEMORY_SIZE, met while DRF reads the body: in the
+        # API's shape, not Django's HTML 400 page.
+        exc = PayloadTooLarge()
     if isinstance(exc, STORE_ERRORS):
         request = context.get("request")
         log_refused_unavailable("store", exc, getattr(request, "path", "an API request"))

@@ -22,7 +22,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +32,7 @@ from usage_limits.api import serializers as s
 from usage_limits.api.errors import api_exception_handler, invalid, not_found
 from usage_limits.api.history import HISTORY_SOURCES, PERIOD
 from usage_limits.api.pagination import HistoryPagination
+from usage_limits.api.parsers import JSONBodyParser
 from usage_limits.api.permissions import CanChangeLimits, CanResetUsage, HasUsageTenant
 from usage_limits.billing.conf import billing_conf
 from usage_limits.billing.pricing import estimate_from_usage
@@ -92,7 +92,7 @@ def documented(**kwargs: Any) -> Callable[[Callable[..., Response]], Callable[..
 class UsageAPIView(APIView):
     """Shared configuration: JSON in and out, the app's error body, drf-spectacular's schema."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [JSONBodyParser]
     renderer_classes = [JSONRenderer]
     schema = AutoSchema()
     tenant: Tenant
