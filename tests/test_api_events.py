@@ -421,3 +421,47 @@ def test_a_body_over_the_sites_upload_limit_is_a_413_in_the_api_shape(
     assert response["Content-Type"] == "application/json"
     assert response.json()["code"] == "payload_too_large"
     assert used(tenant) == 0
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"idempotency_key": "k\x00"}, "idempotency_key"),
+        ({"idempotency_key": "k\ud800"}, "idempotency_key"),
+        ({"metadata": {"note": "a\x00b"}}, "metadata"),
+        ({"metadata": {"\udfff": 1}}, "metadata"),
+        ({"metadata": {"list": ["ok", "\ud83d"]}}, "metadata"),
+        ({"metadata": nested(900)}, "metadata"),
+        ({"metadata": nested(33)}, "metadata"),
+    ],
+)
+def test_what_a_database_cannot_store_is_a_400_on_both_paths(
+    tenant: Tenant, fields: dict[str, Any], field: str
+) -> None:
+    """Seen before: the fast path took NUL characters, lone surrogates and 900-level metadata
+    that the serializer refuses, and PostgreSQL (or MariaDB) answered 500."""
+    client = member_client(tenant)
+
+    def send(body: Any) -> Any:  # JSON escapes: a lone surrogate has no UTF-8 form to send
+        return client.generic("POST", EVENTS, json.dumps(body), content_type="application/json")
+
+    single = send({**event("k"), **fields})
+    batch = send([event("other"), {**event("k"), **fields}])
+    assert (single.status_code, batch.status_code) == (400, 400)
+    assert field in single.json()["errors"]
+    assert field in batch.json()["errors"]["1"]
+    assert used(tenant) == 0
+
+
+@pytest.mark.django_db
+def test_metadata_32_levels_deep_is_kept(tenant: Tenant) -> None:
+    response = post(member_client(tenant), event("deep", metadata=nested(32)))
+    assert response.status_code == 201

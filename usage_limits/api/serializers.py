@@ -22,6 +22,8 @@ from usage_limits.results import DenialReason
 
 MAX_BATCH = 1000
 MAX_METADATA_BYTES = 4096
+# Nesting the databases store: MariaDB refuses JSON deeper than 32 levels (a 500 before).
+MAX_METADATA_DEPTH = 32
 MAX_FEATURE_LENGTH = 64
 
 LEVELS = ("ok", "amber", "red")
@@ -90,9 +92,46 @@ class MetadataField(serializers.DictField):
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value: dict[str, Any] = super().to_internal_value(data)
-        if len(json.dumps(value, default=str).encode()) > MAX_METADATA_BYTES:
-            self.fail("too_large")
+        problem = metadata_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
+
+
+def storable_text(text: str) -> bool:
+    """Whether every database can store ``text``: no NUL (PostgreSQL refuses it in text and
+    JSON) and no lone surrogate (not UTF-8 at all)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")  # refuses lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def metadata_problem(metadata: Any) -> str:
+    """Why ``metadata`` cannot be kept with an event ("" when it can)."""
+    # Walked without recursion: the depth is what is being checked.
+    pending: list[tuple[Any, int]] = [(metadata, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_METADATA_DEPTH:
+            return f"Metadata is nested at most {MAX_METADATA_DEPTH} levels deep."
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str) or not storable_text(key):
+                    return "Metadata keys are strings without NUL or lone surrogate characters."
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and not storable_text(value):
+            return "Metadata strings have no NUL or lone surrogate characters."
+    if len(json.dumps(metadata, default=str).encode()) > MAX_METADATA_BYTES:
+        return f"Metadata is at most {MAX_METADATA_BYTES} bytes of JSON."
+    return ""
 
 
 # --- requests ----------------------------------------------------------------------------------
@@ -338,8 +377,10 @@ def parse_events_quickly(items: list[Any]) -> list[dict[str, Any]] | None:
             or not 0 < len(feature.strip()) == len(feature) <= MAX_FEATURE_LENGTH
             or type(quantity) is not int
             or not 0 < quantity <= MAX_QUANTITY
+            or not storable_text(feature)
             or type(key) is not str
             or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+            or not storable_text(key)
             or type(enforce) is not bool
             or "timestamp" in item
         ):
@@ -352,7 +393,7 @@ def parse_events_quickly(items: list[Any]) -> list[dict[str, Any]] | None:
         }
         if "metadata" in item:
             metadata = item["metadata"]
-            if type(metadata) is not dict or len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+            if type(metadata) is not dict or metadata_problem(metadata):
                 return None
             fields["metadata"] = metadata
         parsed.append(fields)
