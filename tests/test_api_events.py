@@ -465,3 +465,34 @@ def test_what_a_database_cannot_store_is_a_400_on_both_paths(
 def test_metadata_32_levels_deep_is_kept(tenant: Tenant) -> None:
     response = post(member_client(tenant), event("deep", metadata=nested(32)))
     assert response.status_code == 201
+
+
+@pytest.mark.django_db
+def test_a_key_reused_in_one_batch_with_another_quantity_is_a_409_and_counts_nothing(
+    tenant: Tenant,
+) -> None:
+    """Seen before: ``[a:2, b:1, a:5]`` answered the ``a:5`` event as a replay of ``a:2``."""
+    response = post(member_client(tenant), [event("a", 2), event("b", 1), event("a", 5)])
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "idempotency_key_reused"
+    assert list(body["errors"]) == ["2"]
+    assert "quantity 2, not 5" in body["errors"]["2"]["idempotency_key"][0]
+    assert used(tenant) == 0
+
+
+@pytest.mark.django_db
+def test_a_key_sent_again_with_another_body_is_a_409_and_an_identical_retry_replays(
+    tenant: Tenant,
+) -> None:
+    client = member_client(tenant)
+    assert post(client, event("a", 2)).status_code == 201
+    other_quantity = post(client, event("a", 5))
+    other_feature = post(client, {**event("a", 2), "feature": "projects"})
+    batch = post(client, [event("c", 1), event("a", 3)])
+    assert [r.status_code for r in (other_quantity, other_feature, batch)] == [409, 409, 409]
+    assert "idempotency_key" in other_quantity.json()["errors"]
+    assert list(batch.json()["errors"]) == ["1"]
+    retry = post(client, event("a", 2))
+    assert (retry.status_code, retry.json()["data"]["replayed"]) == (200, True)
+    assert used(tenant) == 2

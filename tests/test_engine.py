@@ -364,3 +364,15 @@ def test_counter_row_is_found_through_the_unique_index(tenant: Tenant) -> None:
     consume(tenant, "api_calls")
     UsageRecord.objects.filter(tenant=tenant).update(used=F("used") + 9)
     assert consume(tenant, "api_calls").used == 11
+
+
+def test_a_key_reused_with_another_quantity_is_refused_and_counts_nothing(tenant: Tenant) -> None:
+    from usage_limits.exceptions import IdempotencyKeyReused
+
+    assert consume(tenant, "api_calls", 2, idempotency_key="job-1").used == 2
+    with pytest.raises(IdempotencyKeyReused, match="quantity 2, not 5"):
+        consume(tenant, "api_calls", 5, idempotency_key="job-1")
+    with pytest.raises(IdempotencyKeyReused, match="'api_calls', not 'projects'"):
+        increment_usage(tenant, "projects", 2, idempotency_key="job-1")
+    assert consume(tenant, "api_calls", 2, idempotency_key="job-1").replayed
+    assert get_usage(tenant).feature("api_calls").used == 2

@@ -27,6 +27,7 @@ from usage_limits.conf import conf
 from usage_limits.events import UsageEventInput, validate_events
 from usage_limits.exceptions import (
     FeatureNotInPlan,
+    IdempotencyKeyReused,
     InvalidEvents,
     InvalidIdempotencyKey,
     InvalidQuantity,
@@ -469,6 +470,9 @@ def _count_once(
             original = UsageEvent.objects.using(alias).get(
                 tenant_id=rules.tenant_id, idempotency_key=idempotency_key
             )
+            difference = _reuse(original, rule.feature, quantity)
+            if difference:
+                raise IdempotencyKeyReused({0: difference}) from None
             replay = _replayed(rules, rule, period, original, idempotency_key)
             return replay, CounterChange(False, replay.used, replay.used)
         change: CounterChange = outside.note(key, apply())
@@ -524,6 +528,21 @@ def _count_billable(
                 report_state=UsageEvent.ReportState.PENDING,
             )
     return change, key
+
+
+def _reuse(original: UsageEvent | KnownEvent, feature: str, quantity: int) -> str:
+    """What differs between a key's first event and a new one under it ("" for a true retry)."""
+    if original.feature != feature:
+        return (
+            f"The idempotency key was used for {original.feature!r}, not {feature!r}; "
+            "use a new key for a new event."
+        )
+    if original.quantity != quantity:
+        return (
+            f"The idempotency key was used with quantity {original.quantity}, not {quantity}; "
+            "use a new key for a new event."
+        )
+    return ""
 
 
 def _replayed(
@@ -584,6 +603,7 @@ def record_events(
         raise InvalidEvents(errors)
     if not events:
         return []
+    _refuse_reused_keys_within(events)
     alias = conf.DATABASE_ALIAS
     for _attempt in range(_BATCH_ATTEMPTS):
         try:
@@ -613,6 +633,23 @@ def record_events(
                 raise
     logger.warning("usage_limits: a batch of %d events kept losing key races", len(events))
     return [_record_alone(rules.tenant_id, event) for event in events]
+
+
+def _refuse_reused_keys_within(events: list[UsageEventInput]) -> None:
+    first: dict[str, UsageEventInput] = {}
+    reused: dict[int, str] = {}
+    for index, event in enumerate(events):
+        key = event.idempotency_key
+        if key is None:
+            continue
+        earlier = first.setdefault(key, event)
+        if earlier is not event:
+            known = KnownEvent(earlier.feature, earlier.quantity, True, None)
+            difference = _reuse(known, event.feature, event.quantity)
+            if difference:
+                reused[index] = difference
+    if reused:
+        raise IdempotencyKeyReused(reused)
 
 
 def invalid_events(
@@ -650,12 +687,16 @@ def _record_batch(
     repeats: list[tuple[int, int]] = []
     to_count: dict[str, list[int]] = {}
     allows_use = rules.subscription_allows_use(now)
+    reused: dict[int, str] = {}
     for index, event in enumerate(events):
         rule = rules.rules[event.feature]
         key = event.idempotency_key
         if key is not None:
             original = originals.get(key)
             if original is not None:
+                difference = _reuse(original, event.feature, event.quantity)
+                if difference:
+                    reused[index] = difference
                 results[index] = _replayed(rules, rule, periods[rule.feature], original, key)
                 continue
             if key in first_with_key:
@@ -676,6 +717,8 @@ def _record_batch(
             )
             continue
         to_count.setdefault(rule.feature, []).append(index)
+    if reused:
+        raise IdempotencyKeyReused(reused)  # before anything is counted
 
     ledger: list[LedgerRow] = []
     # Sorted, so that two batches touching the same counters lock them in the same order.

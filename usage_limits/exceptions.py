@@ -53,6 +53,19 @@ class StaleRules(UsageLimitsError):
     """
 
 
+class IdempotencyKeyReused(UsageLimitsError, ValueError):
+    """An idempotency key came again with another feature or quantity than the first time.
+
+    A retry must repeat the request it retries; anything else is a client's mistake that a
+    replay would hide (the answer would be the first request's). Nothing was counted. ``errors``
+    maps the event's index in its batch (0 for a single count) to what differs.
+    """
+
+    def __init__(self, errors: dict[int, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"event {i}: {m}" for i, m in sorted(errors.items())))
+
+
 class InvalidEvents(UsageLimitsError, ValueError):
     """A batch of usage events that will not be recorded, with what is wrong with each event.
 

@@ -39,6 +39,7 @@ from usage_limits.billing.pricing import estimate_from_usage
 from usage_limits.events import UsageEventInput
 from usage_limits.exceptions import (
     FeatureNotInPlan,
+    IdempotencyKeyReused,
     InvalidEvents,
     InvalidQuantity,
     UnknownFeature,
@@ -203,7 +204,8 @@ class UsageEventsView(UsageAPIView):
         description=(
             "A JSON object records one event; a JSON array records a batch in one transaction "
             "(validated whole: one bad event refuses the batch, nothing counted). A repeated "
-            "`idempotency_key` counts once and answers with the original result. An enforced "
+            "`idempotency_key` counts once and answers with the original result; the same key "
+            "with another feature or quantity is a 409 and counts nothing. An enforced "
             "single event that does not fit answers 429 (402 for an inactive subscription); in a "
             "batch, denials are reported per event."
         ),
@@ -225,6 +227,11 @@ class UsageEventsView(UsageAPIView):
             404: OpenApiResponse(
                 s.ErrorSerializer, description="The tenant was deleted while recording."
             ),
+            409: OpenApiResponse(
+                s.ErrorSerializer,
+                description="An idempotency key reused with another feature or quantity.",
+            ),
+            413: OpenApiResponse(s.ErrorSerializer, description="The body is too large."),
             **NOT_JSON,
         },
         examples=[
@@ -273,6 +280,16 @@ class UsageEventsView(UsageAPIView):
                 single,
                 {i: {f: [m] for f, m in problems.items()} for i, problems in exc.errors.items()},
             ) from exc
+        except IdempotencyKeyReused as exc:
+            # As Stripe answers a key reused with other parameters: a conflict, nothing counted.
+            errors = {str(i): {"idempotency_key": [m]} for i, m in exc.errors.items()}
+            body = {
+                "success": False,
+                "error": "An idempotency key was reused with other parameters; see errors.",
+                "code": "idempotency_key_reused",
+                "errors": errors["0"] if single else errors,
+            }
+            return Response(body, status=status.HTTP_409_CONFLICT)
         except UnknownTenant as exc:  # deleted while the request ran
             raise not_found("No such tenant.") from exc
         except InvalidQuantity as exc:  # the counter would overflow: nothing was counted
