@@ -226,3 +226,49 @@ def test_a_rolled_back_change_is_never_enforced(change: str) -> None:
     assert not check_limit(tenant, "api_calls", 100).allowed
     assert not consume(tenant, "api_calls", 100).allowed
     assert check_limit(tenant, "api_calls").limit == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flood_while_the_scheduled_reset_job_commits_counts_in_the_new_period() -> None:
+    """Seen before: after the job, a process kept the tenant's pre-reset rules (a reload raced
+    the job's commit) and denied thousands of requests against the closed period."""
+    import datetime as dt
+
+    import time_machine
+
+    from usage_limits.models import ResetMode
+    from usage_limits.resets import reset_expired
+
+    march_15 = dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC)
+    with time_machine.travel(march_15, tick=False) as clock:
+        tenant = TenantFactory(
+            plan=plan_with_limits("FREE", api_calls=50), reset_mode=ResetMode.SCHEDULED
+        )
+        reset_expired()  # pins the period being counted: March
+        consume(tenant, "api_calls", 50)  # March is full; this process remembers the rules
+        clock.move_to(dt.datetime(2026, 4, 2, 9, tzinfo=dt.UTC))  # the job has not run yet
+        assert not consume(tenant, "api_calls").allowed
+        committed_at: list[float] = []
+        stop = time.monotonic() + 60
+
+        def work(index: int) -> list[tuple[float, bool, str]]:
+            seen: list[tuple[float, bool, str]] = []
+            if index == 0:
+                time.sleep(0.05)
+                assert reset_expired().moved == 1
+                committed_at.append(time.monotonic())
+                return seen
+            while time.monotonic() < stop:
+                started = time.monotonic()
+                decision = consume(tenant.pk, "api_calls")
+                seen.append((started, decision.allowed, decision.period.key))
+                if committed_at and started > committed_at[0] and not decision.allowed:
+                    break  # April is full
+            return seen
+
+        decisions = [d for seen in run_in_threads(9, work) for d in seen]
+        after = [d for d in decisions if d[0] > committed_at[0]]
+        assert after, "no count started after the job committed"
+        assert {period for _, _, period in after} == {"2026-04"}
+        assert sum(allowed for _, allowed, _ in decisions) == 50
+        assert get_usage(tenant).feature("api_calls").used == 50
