@@ -37,7 +37,13 @@ from usage_limits.exceptions import (
     UnknownFeature,
     WrongFeatureKind,
 )
-from usage_limits.ledger import KnownEvent, LedgerRow, insert_events, known_events
+from usage_limits.ledger import (
+    KnownEvent,
+    LedgerRow,
+    insert_events,
+    known_events,
+    record_outcomes,
+)
 from usage_limits.models import (
     FeatureKind,
     ResetMode,
@@ -720,11 +726,24 @@ def _record_batch(
     if reused:
         raise IdempotencyKeyReused(reused)  # before anything is counted
 
+    # Claim the keys before anything is counted: a concurrent batch (or event) with one of them
+    # waits on its index entry until this transaction ends, then sees it as a replay. Counting
+    # first let a denial that a since-undone count caused win the key (Redis store). Key order:
+    # two batches sharing keys wait for each other instead of deadlocking.
+    claims = sorted(
+        (
+            _ledger_row(rules, events[i], periods[feature], now, CounterChange(False, 0, 0))
+            for feature, indices in to_count.items()
+            for i in indices
+            if events[i].idempotency_key is not None
+        ),
+        key=lambda row: str(row.idempotency_key),
+    )
+    insert_events(alias, claims)
     ledger: list[LedgerRow] = []
     # Sorted, so that two batches touching the same counters lock them in the same order.
     for feature in sorted(to_count):
         rule = rules.rules[feature]
-        billable = conf.stripe_meter(feature) is not None
         period = periods[feature]
         indices = to_count[feature]
         group = [events[i] for i in indices]
@@ -742,22 +761,7 @@ def _record_batch(
                 reason=None if change.applied else DenialReason.QUOTA_EXCEEDED,
                 idempotency_key=event.idempotency_key,
             )
-            ledger.append(
-                LedgerRow(
-                    tenant_id=rules.tenant_id,
-                    feature=feature,
-                    quantity=event.quantity,
-                    idempotency_key=event.idempotency_key,
-                    timestamp=event.timestamp or now,
-                    period_key=period.key,
-                    accepted=change.applied,
-                    used_after=change.after,
-                    metadata=dict(event.metadata or {}),
-                    report_state=UsageEvent.ReportState.PENDING
-                    if change.applied and billable
-                    else UsageEvent.ReportState.NOT_REPORTED,
-                )
-            )
+            ledger.append(_ledger_row(rules, event, period, now, change))
         applied = [c for c in changes if c.applied]
         if applied:
             _announce_thresholds(
@@ -765,12 +769,32 @@ def _record_batch(
             )
         if len(applied) < len(changes):
             _announce_exceeded(rules, rule, period, changes[-1].after)
-    # Key order again: two batches sharing keys wait for each other instead of deadlocking.
-    ledger.sort(key=lambda e: (e.idempotency_key is None, e.idempotency_key or ""))
-    insert_events(alias, ledger)
+    record_outcomes(alias, rules.tenant_id, [r for r in ledger if r.idempotency_key is not None])
+    insert_events(alias, [r for r in ledger if r.idempotency_key is None])
     for index, first in repeats:
         results[index] = replace(_settled(results[first]), replayed=True)
     return [_settled(result) for result in results]
+
+
+def _ledger_row(
+    rules: TenantRules, event: UsageEventInput, period: Period, now: datetime, change: CounterChange
+) -> LedgerRow:
+    """The ledger row of a batch's event (with ``change``'s outcome)."""
+    billable = conf.stripe_meter(event.feature) is not None
+    return LedgerRow(
+        tenant_id=rules.tenant_id,
+        feature=event.feature,
+        quantity=event.quantity,
+        idempotency_key=event.idempotency_key,
+        timestamp=event.timestamp or now,
+        period_key=period.key,
+        accepted=change.applied,
+        used_after=change.after,
+        metadata=dict(event.metadata or {}),
+        report_state=UsageEvent.ReportState.PENDING
+        if change.applied and billable
+        else UsageEvent.ReportState.NOT_REPORTED,
+    )
 
 
 def _is_deadlock(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
+from django.db.models import BigIntegerField, BooleanField, Case, CharField, Field, Value, When
 from django.utils import timezone
 
 from usage_limits.models import UsageEvent
@@ -158,6 +159,40 @@ def insert_events(alias: str, rows: Sequence[LedgerRow]) -> None:
                 )
             values = ", ".join([one_row] * len(chunk))
             cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {values}", params)
+
+
+def record_outcomes(alias: str, tenant_id: int, outcomes: Sequence[LedgerRow]) -> None:
+    """Write the outcomes (``accepted``, ``used_after``, ``report_state``) of events whose rows
+    :func:`insert_events` wrote earlier in the transaction, to claim their keys before counting.
+
+    One ``UPDATE`` per chunk of keys (each key costs 7 parameters), through the ORM.
+    """
+    if not outcomes:
+        return
+    max_params = connections[alias].features.max_query_params
+    per_statement = len(outcomes) if max_params is None else max(1, (max_params - 1) // 7)
+    for first in range(0, len(outcomes), per_statement):
+        chunk = outcomes[first : first + per_statement]
+
+        def each(field: str, output: Field[Any, Any], chunk: Sequence[LedgerRow] = chunk) -> Any:
+            values = {getattr(row, field) for row in chunk}
+            if len(values) == 1:
+                return Value(values.pop(), output_field=output)
+            return Case(
+                *[
+                    When(idempotency_key=row.idempotency_key, then=Value(getattr(row, field)))
+                    for row in chunk
+                ],
+                output_field=output,
+            )
+
+        UsageEvent.objects.using(alias).filter(
+            tenant_id=tenant_id, idempotency_key__in=[row.idempotency_key for row in chunk]
+        ).update(
+            accepted=each("accepted", BooleanField()),
+            used_after=each("used_after", BigIntegerField()),
+            report_state=each("report_state", CharField()),
+        )
 
 
 def _insert_json(connection: Any, rows: Sequence[LedgerRow]) -> None:

@@ -22,8 +22,8 @@ from usage_limits.results import DenialReason
 
 MAX_BATCH = 1000
 MAX_METADATA_BYTES = 4096
-# Nesting the databases store: MariaDB refuses JSON deeper than 32 levels (a 500 before).
-MAX_METADATA_DEPTH = 32
+# Nesting every database stores: MariaDB's JSON check refuses 32 levels (a 500 before).
+MAX_METADATA_DEPTH = 20
 MAX_FEATURE_LENGTH = 64
 
 LEVELS = ("ok", "amber", "red")
