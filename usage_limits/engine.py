@@ -13,15 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from usage_limits import signals
 from usage_limits.backends import CounterChange, CounterKey, get_store
+from usage_limits.backends.database import is_deadlock
 from usage_limits.caching import cache, cache_key
 from usage_limits.conf import conf
 from usage_limits.events import UsageEventInput, validate_events
@@ -355,6 +356,27 @@ def increment_usage(
     return _with_current_rules(tenant, count)
 
 
+# An engine transaction chosen as a deadlock's victim runs this often.
+_DEADLOCK_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+def _again_on_deadlock(run: Callable[[], T]) -> T:
+    """Run one of the engine's transactions again when the database chose it as a deadlock's
+    victim: it was rolled back whole (and what it counted outside the transaction taken back),
+    so nothing of it is kept. Inside the caller's transaction the error goes up: all of that
+    transaction was rolled back, which only the caller can run again."""
+    for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+        try:
+            return run()
+        except (OperationalError, StoreUnavailable) as exc:
+            last = attempt == _DEADLOCK_ATTEMPTS
+            if last or not is_deadlock(exc) or connections[conf.DATABASE_ALIAS].in_atomic_block:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # A count refused for stale rules (StaleRules) is run again with rules read anew at most this
 # often; only rules that change under every attempt make it give up.
 _RULES_ATTEMPTS = 3
@@ -411,10 +433,15 @@ def _count(
     if idempotency_key is None and not billable:
         change: CounterChange = apply()
     elif idempotency_key is None:
-        change, idempotency_key = _count_billable(rules, rule, period, quantity, apply, metadata)
+        change, idempotency_key = _again_on_deadlock(
+            lambda: _count_billable(rules, rule, period, quantity, apply, metadata)
+        )
     else:
-        replay, change = _count_once(
-            rules, rule, period, quantity, apply, idempotency_key, metadata, billable=billable
+        key = idempotency_key
+        replay, change = _again_on_deadlock(
+            lambda: _count_once(
+                rules, rule, period, quantity, apply, key, metadata, billable=billable
+            )
         )
         if replay is not None:
             return replay
@@ -635,7 +662,7 @@ def record_events(
             # InnoDB may pick a batch as the victim of a lock cycle on a key's index entry (the
             # first use of a period, duplicate-key checks); the whole transaction was rolled
             # back, so running it again is safe. (The store reports it as StoreUnavailable.)
-            if not _is_deadlock(exc):
+            if not is_deadlock(exc):
                 raise
     logger.warning("usage_limits: a batch of %d events kept losing key races", len(events))
     return [_record_alone(rules.tenant_id, event) for event in events]
@@ -797,19 +824,6 @@ def _ledger_row(
     )
 
 
-def _is_deadlock(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) is the database choosing this transaction as a victim."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if getattr(cause, "sqlstate", None) in {"40P01", "40001"}:  # PostgreSQL
-            return True
-        args: tuple[Any, ...] = tuple(getattr(cause, "args", ()))
-        if args and args[0] in {1205, 1213}:  # MySQL / MariaDB: lock wait, deadlock
-            return True
-        cause = cause.__cause__
-    return False
-
-
 def _count_group(
     key: CounterKey,
     rule: FeatureRule,
@@ -890,7 +904,8 @@ def refund(
     :func:`withdraw_event`). ``quantity`` may then be left out; given, it must be the event's.
     """
     if idempotency_key is not None:
-        return _refund_event(tenant, feature, quantity, idempotency_key)
+        key = idempotency_key
+        return _again_on_deadlock(lambda: _refund_event(tenant, feature, quantity, key))
     quantity = validate_quantity(1 if quantity is _Unset.UNSET else quantity)
     rules, rule = _counted_rule(tenant, feature)
     period = period_for(rules, rule)

@@ -30,13 +30,13 @@ counts nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import reduce
 from operator import or_
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -51,6 +51,25 @@ from usage_limits.periods import ALL_TIME
 
 # Counters are BIGINT columns; an increment that would pass this is refused, never wrapped.
 MAX_COUNTER = 2**63 - 1
+
+# A statement (or the store's own transaction) chosen as a deadlock's victim runs this often.
+_DEADLOCK_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is the database choosing a transaction as a victim."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if getattr(cause, "sqlstate", None) in {"40P01", "40001"}:  # PostgreSQL
+            return True
+        args: tuple[Any, ...] = tuple(getattr(cause, "args", ()))
+        if args and args[0] in {1205, 1213}:  # MySQL / MariaDB: lock wait, deadlock
+            return True
+        cause = cause.__cause__
+    return False
+
 
 # A guarded UPDATE that loses a race with the period row's creation is retried this often.
 _MAX_ATTEMPTS = 5
@@ -92,12 +111,17 @@ def _statements(connection: BaseDatabaseWrapper, *, checked: bool) -> _Statement
         "tenant_id, feature, period_key, period_start, period_end, used, created_at, updated_at"
     )
     vendor = connection.vendor
+    # Rarer changes lock the row by its key, then change it by its primary key: their UPDATE then
+    # locks nothing more of the table. Through the key again, MariaDB may pick another index
+    # for it than a concurrent count's UPDATE picked (one locks that index, then the row; the
+    # other the row, then that index): a deadlock between a refund and a count.
     subtract = (
         f"UPDATE {table} SET used = CASE WHEN used > %s THEN used - %s ELSE 0 END, "
-        f"updated_at = %s WHERE {_KEY_WHERE}"
+        f"updated_at = %s WHERE id = %s"
     )
-    assign = f"UPDATE {table} SET used = %s, updated_at = %s WHERE {_KEY_WHERE}"
+    assign = f"UPDATE {table} SET used = %s, updated_at = %s WHERE id = %s"
     read = f"SELECT used FROM {table} WHERE {_KEY_WHERE}"
+    locked_read = f"SELECT id, used FROM {table} WHERE {_KEY_WHERE}"
     # The denial path of a checked count: the value, and the version it was checked against.
     read_checked = (
         f"SELECT (SELECT used FROM {table} WHERE {_KEY_WHERE}), "
@@ -130,7 +154,7 @@ def _statements(connection: BaseDatabaseWrapper, *, checked: bool) -> _Statement
                 f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s, %s) "
                 "ON DUPLICATE KEY UPDATE id = id"
             ),
-            lock_and_read=f"{read} FOR UPDATE",
+            lock_and_read=f"{locked_read} FOR UPDATE",
             touch=None,
             subtract=subtract,
             assign=assign,
@@ -178,7 +202,7 @@ def _statements(connection: BaseDatabaseWrapper, *, checked: bool) -> _Statement
             read=read,
             read_checked=read_checked,
             insert_missing=insert_missing,
-            lock_and_read=f"{read} FOR UPDATE",
+            lock_and_read=f"{locked_read} FOR UPDATE",
             touch=None,
             subtract=subtract,
             assign=assign,
@@ -201,7 +225,7 @@ def _statements(connection: BaseDatabaseWrapper, *, checked: bool) -> _Statement
         read=read,
         read_checked=read_checked,
         insert_missing=insert_missing,
-        lock_and_read=read,
+        lock_and_read=locked_read,
         # SQLite has no row locks: a write first takes the database's write lock, so the read
         # that follows cannot go stale and a deferred transaction cannot fail to upgrade.
         touch=f"UPDATE {table} SET updated_at = updated_at WHERE {_KEY_WHERE}",
@@ -239,6 +263,25 @@ class DatabaseStore(UsageStore):
         except (OperationalError, InterfaceError) as exc:
             raise self._lost(exc) from exc
 
+    def _run(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``, again when the database chose it as a deadlock's victim.
+
+        A victim's statement (or its own transaction) was rolled back whole, so running it again
+        is safe; inside the caller's transaction the whole of that was rolled back instead, and
+        the error goes up (the engine runs its own transactions again). Two changes of one
+        counter that lock in opposite orders (MariaDB: a refund's read and a count's update) no
+        longer turn into a 503 or a lost refund.
+        """
+        for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+            try:
+                with self._unavailable_on_connection_loss():
+                    return operation()
+            except StoreUnavailable as exc:
+                retry = attempt < _DEADLOCK_ATTEMPTS and is_deadlock(exc)
+                if not retry or connections[self.alias].in_atomic_block:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _lost(self, exc: Exception) -> StoreUnavailable:
         """The error to raise for a lost or failing database, after recovering from it.
 
@@ -265,8 +308,7 @@ class DatabaseStore(UsageStore):
     ) -> CounterChange:
         if limit is None:
             return self.increment(key, quantity, rules_version=rules_version)
-        with self._unavailable_on_connection_loss():
-            return self._consume(key, quantity, limit, rules_version)
+        return self._run(lambda: self._consume(key, quantity, limit, rules_version))
 
     def _consume(
         self, key: CounterKey, quantity: int, limit: int, rules_version: int | None
@@ -321,8 +363,7 @@ class DatabaseStore(UsageStore):
     def increment(
         self, key: CounterKey, quantity: int, *, rules_version: int | None = None
     ) -> CounterChange:
-        with self._unavailable_on_connection_loss():
-            change = self._increment(key, quantity, rules_version)
+        change = self._run(lambda: self._increment(key, quantity, rules_version))
         if not change.applied:
             raise InvalidQuantity(
                 f"Adding {quantity} to {key.feature} (now {change.after}) would overflow the "
@@ -429,17 +470,11 @@ class DatabaseStore(UsageStore):
 
     def refund(self, key: CounterKey, quantity: int) -> CounterChange:
         def change(
-            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, before: int
+            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, row_id: int, before: int
         ) -> int:
             now = timezone.now()
             cursor.execute(
-                sql.subtract,
-                [
-                    quantity,
-                    quantity,
-                    _db_datetime(connection, now),
-                    *self._key_params(connection, key),
-                ],
+                sql.subtract, [quantity, quantity, _db_datetime(connection, now), row_id]
             )
             after = max(before - quantity, 0)
             # Same transaction as the counter; takes back from today's bucket only what the
@@ -451,27 +486,26 @@ class DatabaseStore(UsageStore):
 
     def set(self, key: CounterKey, value: int) -> CounterChange:
         def change(
-            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, before: int
+            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, row_id: int, before: int
         ) -> int:
             now = _db_datetime(connection, timezone.now())
-            cursor.execute(sql.assign, [value, now, *self._key_params(connection, key)])
+            cursor.execute(sql.assign, [value, now, row_id])
             return value
 
         return self._locked_change(key, change, create=True)
 
     def reset(self, key: CounterKey) -> CounterChange:
         def change(
-            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, before: int
+            connection: BaseDatabaseWrapper, sql: _Statements, cursor: Any, row_id: int, before: int
         ) -> int:
             now = _db_datetime(connection, timezone.now())
-            cursor.execute(sql.assign, [0, now, *self._key_params(connection, key)])
+            cursor.execute(sql.assign, [0, now, row_id])
             return 0
 
         return self._locked_change(key, change, create=False)
 
     def _locked_change(self, key: CounterKey, change: Any, *, create: bool) -> CounterChange:
-        with self._unavailable_on_connection_loss():
-            return self._locked_change_once(key, change, create=create)
+        return self._run(lambda: self._locked_change_once(key, change, create=create))
 
     def _locked_change_once(self, key: CounterKey, change: Any, *, create: bool) -> CounterChange:
         connection, sql = self._connection()
@@ -485,8 +519,8 @@ class DatabaseStore(UsageStore):
             row = cursor.fetchone()
             if row is None:
                 return CounterChange(applied=False, before=0, after=0)
-            before = int(row[0])
-            after = change(connection, sql, cursor, before)
+            row_id, before = int(row[0]), int(row[1])
+            after = change(connection, sql, cursor, row_id, before)
         return CounterChange(applied=True, before=before, after=after)
 
     # --- reads ----------------------------------------------------------------------------------
