@@ -490,3 +490,51 @@ def test_a_tenant_header_of_unicode_digits_is_refused_not_a_500(
     response = client.get("/fn/quota/", HTTP_X_TENANT=digits)
     assert response.status_code == 403
     assert response.json()["code"] == "tenant_access_denied"
+
+
+@pytest.fixture
+def while_in_the_view() -> Any:
+    from tests.enforcement_app.views import WHILE_IN_THE_VIEW
+
+    yield WHILE_IN_THE_VIEW
+    WHILE_IN_THE_VIEW.clear()
+
+
+def test_a_failed_request_gives_nothing_back_to_a_count_reset_while_it_ran(
+    client: Client, member: AbstractBaseUser, limited_tenant: Tenant, while_in_the_view: Any
+) -> None:
+    """Seen before: the unit came off the new count, which then admitted one over its limit."""
+    from usage_limits import consume, reset_usage
+
+    def reset_and_fill() -> None:
+        reset_usage(limited_tenant, "api_calls", reason="support")
+        assert consume(limited_tenant, "api_calls", 3).allowed  # the new count is full (3)
+
+    while_in_the_view.append(reset_and_fill)
+    client.force_login(member)
+    assert client.get("/fn/success/?status=500").status_code == 500
+    assert used(limited_tenant) == 3
+    assert not check_limit(limited_tenant, "api_calls").allowed
+
+
+def test_a_failed_request_gives_back_to_the_period_it_was_counted_in(
+    client: Client, member: AbstractBaseUser, limited_tenant: Tenant, while_in_the_view: Any
+) -> None:
+    from usage_limits import consume, get_usage
+    from usage_limits.periods import period_containing
+
+    last_second = dt.datetime(2026, 11, 30, 23, 59, 59, tzinfo=dt.UTC)
+    with time_machine.travel(last_second, tick=False) as clock:
+
+        def december_comes_and_fills() -> None:
+            clock.move_to(last_second + dt.timedelta(seconds=2))
+            assert consume(limited_tenant, "api_calls", 3).allowed  # December's count is full
+
+        while_in_the_view.append(december_comes_and_fills)
+        client.force_login(member)
+        assert client.get("/fn/success/?status=500").status_code == 500
+        assert get_usage(limited_tenant).feature("api_calls").used == 3  # December's
+    november = period_containing("monthly", last_second)
+    from usage_limits.backends import CounterKey, get_store
+
+    assert get_store().get(CounterKey(limited_tenant.pk, "api_calls", november)) == 0

@@ -61,12 +61,11 @@ from usage_limits.enforcement import (
     apply_ratelimit_headers,
     counts_nothing,
     feature_problem,
-    give_back,
     is_billable,
     log_refused_unavailable,
     record_decision,
 )
-from usage_limits.engine import consume
+from usage_limits.engine import consume, give_back
 from usage_limits.exceptions import (
     FeatureNotInPlan,
     InvalidQuantity,

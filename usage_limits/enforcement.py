@@ -40,7 +40,7 @@ from usage_limits.denials import (
     subscription_payload,
     tenant_access_denial,
 )
-from usage_limits.engine import annotate_usage_event, consume, has_feature, refund
+from usage_limits.engine import annotate_usage_event, consume, give_back, has_feature
 from usage_limits.exceptions import (
     FeatureNotInPlan,
     InvalidQuantity,
@@ -134,19 +134,6 @@ def apply_ratelimit_headers(request: HttpRequest, response: HttpResponseBase) ->
     if decisions:
         for name, value in combined_ratelimit_headers(decisions).items():
             response[name] = value
-
-
-def give_back(decision: Decision) -> Decision:
-    """Refund what ``decision`` counted (``count="success"`` and an answer not billable).
-
-    By the count's ledger key when it has one: the units then stay out of the Stripe report too.
-    """
-    return refund(
-        decision.tenant_id,
-        decision.feature,
-        decision.quantity,
-        idempotency_key=decision.idempotency_key,
-    )
 
 
 def is_billable(status: int) -> bool:

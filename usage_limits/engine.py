@@ -51,6 +51,7 @@ from usage_limits.models import (
     Tenant,
     UsageAlert,
     UsageEvent,
+    UsageRecord,
     UsageReset,
 )
 from usage_limits.periods import ALL_TIME, Period, period_containing
@@ -150,6 +151,7 @@ def _decision(
     reason: DenialReason | None = None,
     replayed: bool = False,
     idempotency_key: str | None = None,
+    counted_at: datetime | None = None,
 ) -> Decision:
     return Decision(
         allowed=allowed,
@@ -165,6 +167,7 @@ def _decision(
         reason=reason,
         replayed=replayed,
         idempotency_key=idempotency_key,
+        counted_at=counted_at,
     )
 
 
@@ -430,6 +433,7 @@ def _count(
     # A feature with a Stripe meter writes a ledger row with the counter; every other feature
     # without an idempotency key stays one store statement.
     billable = conf.stripe_meter(rule.feature) is not None
+    counted_at = timezone.now()
     if idempotency_key is None and not billable:
         change: CounterChange = apply()
     elif idempotency_key is None:
@@ -447,7 +451,14 @@ def _count(
             return replay
     if change.applied:
         decision = _decision(
-            rules, rule, period, quantity, change, allowed=True, idempotency_key=idempotency_key
+            rules,
+            rule,
+            period,
+            quantity,
+            change,
+            allowed=True,
+            idempotency_key=idempotency_key,
+            counted_at=counted_at,
         )
         _announce_thresholds(rules, rule, period, change)
     else:
@@ -940,11 +951,20 @@ def _refund_event(
                 f"The key {idempotency_key!r} counted {event.quantity} unit(s), not {expected}: "
                 "a refund by key gives back what was counted under it."
             )
-        if withdrawn and event.period_key == period.key:
-            change = outside.note(key, get_store().refund(key, event.quantity))
+        # The count the units were taken from: the event's period, unless it was reset since
+        # (the reset took them back already). Never this period's count for an earlier one's.
+        counted_in = period_for(rules, rule, event.timestamp)
+        if (
+            withdrawn
+            and counted_in.key == event.period_key
+            and not _reset_since(rules.tenant_id, rule.feature, counted_in, event.timestamp)
+        ):
+            counted_key = CounterKey(rules.tenant_id, rule.feature, counted_in)
+            change = outside.note(counted_key, get_store().refund(counted_key, event.quantity))
+            period = counted_in  # the decision speaks of the count given back to
         else:
-            # Refunded before, never accepted, or counted in a period that has ended (its units
-            # are history now, not this period's): nothing comes off the counter.
+            # Refunded before, never accepted, or counted in a count that was reset since:
+            # nothing comes off a counter.
             used = get_store().get(key)
             change = CounterChange(False, used, used)
     if withdrawn and event.report_state in _REPORTED_OR_REPORTING:
@@ -973,6 +993,58 @@ def _refund_event(
 # Report states of an event that Stripe may have (a withdrawn event still pending is one that a
 # reporter holds or has tried: see withdraw_event).
 _REPORTED_OR_REPORTING = (UsageEvent.ReportState.PENDING, UsageEvent.ReportState.SENT)
+
+
+def give_back(decision: Decision) -> Decision:
+    """Give back what an allowed ``decision`` counted (``count="success"`` and a failed view),
+    to the count it was taken from.
+
+    By its ledger key when it has one (the units leave the Stripe report too); otherwise from
+    the counter of the decision's period, not the current one. A counter reset since the count
+    gives nothing back: the reset took those units already, and taking them from the new count
+    would admit one more than the limit there.
+    """
+    if decision.idempotency_key is not None:
+        return refund(
+            decision.tenant_id,
+            decision.feature,
+            decision.quantity,
+            idempotency_key=decision.idempotency_key,
+        )
+    rules, rule = _counted_rule(decision.tenant_id, decision.feature)
+    key = CounterKey(rules.tenant_id, rule.feature, decision.period)
+    alias = conf.DATABASE_ALIAS
+    # The row stays locked from the check to the change: a reset (which locks it too) comes
+    # wholly before or after.
+    with _OutsideChanges() as outside, transaction.atomic(using=alias):
+        list(_locked_counter(alias, key))
+        since = decision.counted_at
+        if since is not None and _reset_since(rules.tenant_id, rule.feature, key.period, since):
+            used = get_store().get(key)
+            change = CounterChange(False, used, used)
+        else:
+            change = outside.note(key, get_store().refund(key, decision.quantity))
+    return _decision(rules, rule, decision.period, decision.quantity, change, allowed=True)
+
+
+def _locked_counter(alias: str, key: CounterKey) -> QuerySet[UsageRecord, int]:
+    return (
+        UsageRecord.objects.using(alias)
+        .select_for_update()
+        .filter(tenant_id=key.tenant_id, feature=key.feature, period_start=key.period.start)
+        .values_list("pk", flat=True)
+    )
+
+
+def _reset_since(tenant_id: int, feature: str, period: Period, since: datetime) -> bool:
+    """Whether the counter of ``period`` was reset at ``since`` or later (its audit says so)."""
+    return (
+        UsageReset.objects.using(conf.DATABASE_ALIAS)
+        .filter(
+            tenant_id=tenant_id, feature=feature, period_start=period.start, created_at__gte=since
+        )
+        .exists()
+    )
 
 
 def withdraw_event(events: QuerySet[UsageEvent]) -> int:

@@ -61,6 +61,9 @@ class Decision(_Measured):
     # ledger row has a key). ``refund(..., idempotency_key=...)`` gives exactly these units back,
     # and keeps them from being billed if they have not been yet.
     idempotency_key: str | None = None
+    # When the count was made (taken just before it): a refund of it gives nothing back from a
+    # counter reset since (see usage_limits.engine.give_back). None for what counted nothing.
+    counted_at: datetime | None = None
 
     def __bool__(self) -> bool:
         return self.allowed

@@ -163,7 +163,7 @@ def test_a_refund_that_fails_leaves_the_views_answer_and_logs(
     assert UsageEvent.objects.get().report_state == State.PENDING
 
 
-def test_a_key_counted_in_an_ended_period_is_withdrawn_without_touching_this_one(
+def test_a_key_counted_in_an_ended_period_gives_back_to_that_period_not_this_one(
     billing: FakeStripe, customer: Tenant
 ) -> None:
     with time_machine.travel(dt.datetime(2026, 10, 20, tzinfo=dt.UTC)):
@@ -171,7 +171,7 @@ def test_a_key_counted_in_an_ended_period_is_withdrawn_without_touching_this_one
     with time_machine.travel(dt.datetime(2026, 11, 20, tzinfo=dt.UTC)):
         consume(customer, "api_calls", 2)
         given = refund(customer, "api_calls", idempotency_key="october")
-        assert (given.used_before, given.used, given.replayed) == (2, 2, False)
-        assert used(customer) == 2
+        assert (given.period.key, given.used_before, given.used) == ("2026-10", 4, 0)
+        assert used(customer) == 2  # November's count keeps its own units
     october = UsageEvent.objects.get(idempotency_key="october")
     assert (october.accepted, october.report_state) == (False, State.NOT_REPORTED)

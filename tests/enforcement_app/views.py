@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import View
@@ -16,9 +17,15 @@ from usage_limits.decorators import require_feature, require_quota
 from usage_limits.drf import HasFeature, HasQuota, QuotaThrottle
 from usage_limits.mixins import FeatureRequiredMixin, QuotaRequiredMixin
 
+# Run by the views behind count="success" before they answer: what happens elsewhere while a
+# request is in its view (an operator's reset, the clock passing a period's end).
+WHILE_IN_THE_VIEW: list[Callable[[], object]] = []
+
 
 def _outcome(request: HttpRequest) -> HttpResponse:
     """Answer with ``?status=...`` or raise with ``?fail=1``: what count="success" looks at."""
+    for happening in WHILE_IN_THE_VIEW:
+        happening()
     if request.GET.get("fail"):
         raise RuntimeError("the view failed")
     status = int(request.GET.get("status", 200))
