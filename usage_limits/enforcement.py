@@ -335,7 +335,8 @@ def feature_refusal(request: HttpRequest, feature: str) -> HttpResponseBase | No
         return refusal
     try:
         problem = feature_problem(tenant, feature)
-    except StoreUnavailable:
+    except STORE_ERRORS as exc:  # the database dropped while reading the rules: as HasFeature
+        log_refused_unavailable("database", exc, request.path)
         return store_unavailable(request)
     if problem is None:
         return None
