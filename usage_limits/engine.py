@@ -764,16 +764,20 @@ def _record_batch(
     if reused:
         raise IdempotencyKeyReused(reused)  # before anything is counted
 
-    # Claim the keys before anything is counted: a concurrent batch (or event) with one of them
-    # waits on its index entry until this transaction ends, then sees it as a replay. Counting
-    # first let a denial that a since-undone count caused win the key (Redis store). Key order:
-    # two batches sharing keys wait for each other instead of deadlocking.
+    # A store that counts outside this transaction (Redis) has the batch claim its keys before
+    # anything is counted: a concurrent batch (or event) with one of them waits on its index
+    # entry until this transaction ends, then sees it as a replay. Counting first let a denial
+    # that a since-undone count caused win the key. In the database the counter's row lock
+    # orders concurrent batches already, and claiming first would take the event index's locks
+    # before the counter's (MariaDB deadlocked on that order). Key order: two batches sharing
+    # keys wait for each other instead of deadlocking.
+    claim_first = not get_store().counts_in_transaction
     claims = sorted(
         (
             _ledger_row(rules, events[i], periods[feature], now, CounterChange(False, 0, 0))
             for feature, indices in to_count.items()
             for i in indices
-            if events[i].idempotency_key is not None
+            if events[i].idempotency_key is not None and claim_first
         ),
         key=lambda row: str(row.idempotency_key),
     )
@@ -807,8 +811,12 @@ def _record_batch(
             )
         if len(applied) < len(changes):
             _announce_exceeded(rules, rule, period, changes[-1].after)
-    record_outcomes(alias, rules.tenant_id, [r for r in ledger if r.idempotency_key is not None])
-    insert_events(alias, [r for r in ledger if r.idempotency_key is None])
+    if claim_first:
+        record_outcomes(alias, rules.tenant_id, [r for r in ledger if r.idempotency_key])
+        insert_events(alias, [r for r in ledger if r.idempotency_key is None])
+    else:
+        ledger.sort(key=lambda row: (row.idempotency_key is None, row.idempotency_key or ""))
+        insert_events(alias, ledger)
     for index, first in repeats:
         results[index] = replace(_settled(results[first]), replayed=True)
     return [_settled(result) for result in results]

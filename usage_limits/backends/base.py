@@ -68,6 +68,10 @@ class CounterChange:
 class UsageStore(ABC):
     """A place where usage counters live (the database by default, or Redis)."""
 
+    # Whether a count lives in the caller's database transaction (rolled back with it). A store
+    # that counts elsewhere (Redis) makes a batch claim its idempotency keys before counting.
+    counts_in_transaction = True
+
     @abstractmethod
     def consume(
         self, key: CounterKey, quantity: int, limit: int | None, *, rules_version: int | None = None

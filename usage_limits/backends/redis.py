@@ -112,6 +112,8 @@ _MIN_TTL_SECONDS = 3600
 class RedisStore(UsageStore):
     """Counters in Redis, copied into ``UsageRecord`` by the flush."""
 
+    counts_in_transaction = False
+
     def __init__(self) -> None:
         self._names_cache: dict[CounterKey, _CounterNames] = {}
         self._today: _Today | None = None
