@@ -772,16 +772,14 @@ def _record_batch(
     # before the counter's (MariaDB deadlocked on that order). Key order: two batches sharing
     # keys wait for each other instead of deadlocking.
     claim_first = not get_store().counts_in_transaction
-    claims = sorted(
-        (
+    if claim_first:
+        claims = [
             _ledger_row(rules, events[i], periods[feature], now, CounterChange(False, 0, 0))
             for feature, indices in to_count.items()
             for i in indices
-            if events[i].idempotency_key is not None and claim_first
-        ),
-        key=lambda row: str(row.idempotency_key),
-    )
-    insert_events(alias, claims)
+            if events[i].idempotency_key is not None
+        ]
+        insert_events(alias, sorted(claims, key=lambda row: str(row.idempotency_key)))
     ledger: list[LedgerRow] = []
     # Sorted, so that two batches touching the same counters lock them in the same order.
     for feature in sorted(to_count):

@@ -135,10 +135,6 @@ def feature_period(feature: str, period: str) -> str:
     return period or str(declared.get("period") or conf.DEFAULT_PERIOD)
 
 
-def load_plan_rules(plan_id: int) -> PlanRules:
-    return plan_rules(Plan.objects.get(pk=plan_id))
-
-
 def plan_rules(plan: Plan) -> PlanRules:
     """The limits of a plan row: read once per version of the plan and process."""
     key = (_database(), int(plan.pk))
